@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install train test check-sync readme
+.PHONY: install train test check-sync readme demo browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +17,25 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-## The main job: get Fruits-360, check it, train, evaluate, export.
+## The main job: get Fruits-360, check it, train and evaluate, export to ONNX and ship it, package it for MLflow.
 train: install
 	$(BIN)/fruit360 data
+	$(BIN)/fruit360 train
+	$(BIN)/fruit360 export --ship
+	$(BIN)/fruit360 package
+
+## The upload-and-classify demo, served by Voila at http://127.0.0.1:8866
+demo: install
+	$(BIN)/voila apps/demo.ipynb --no-browser --port=8866 --Voila.ip=127.0.0.1
+
+## Debian's Chromium for the browser test (Playwright drives it; no browser is downloaded).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "warning: could not install Debian's chromium (needs root): the browser test will be skipped"
+
 
 ## Notebooks and modules in sync, then the notebook tests and pytest.
-test: install check-sync
+test: install check-sync browser
 	$(BIN)/nbdev-test
 	$(BIN)/pytest
 

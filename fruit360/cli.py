@@ -15,6 +15,11 @@ __all__ = ['COMMANDS', 'usage', 'main']
 # %% ../nbs/05_cli.ipynb #d39062a6
 COMMANDS = {
     'data': ('fruit360.data', 'data_cli', 'check the dataset (downloading it if needed) and print a summary'),
+    'train': ('fruit360.custom_cnn', 'train_cli', 'train a model, evaluate it on Test, track the run in MLflow'),
+    'export': ('fruit360.export', 'export_cli', 'export a checkpoint to ONNX, check it against PyTorch, ship it'),
+    'package': ('fruit360.serve', 'package_cli', 'save an exported model as an MLflow pyfunc model and log it'),
+    'serve': ('fruit360.serve', 'serve_cli', 'serve a model over HTTP (mlflow models serve)'),
+    'predict': ('fruit360.infer', 'predict_cli', 'classify image files (locally, or with --url on a server)'),
 }
 
 # %% ../nbs/05_cli.ipynb #334b2db5
@@ -35,6 +40,6 @@ def main(argv:list[str]|None=None):
         cmd = getattr(importlib.import_module(mod), fn)
         pargs, kwargs, _ = parse_cli(cmd)
         return cmd(*pargs, **kwargs)
-    except (ValueError, OSError) as e:  # bad input: say what is wrong, without a traceback
+    except (ValueError, OSError, MemoryError) as e:  # bad input: say what is wrong, without a traceback
         print(f'fruit360 {argv[0]}: error: {e}', file=sys.stderr); return 1
     except KeyboardInterrupt: print(f'fruit360 {argv[0]}: interrupted', file=sys.stderr); return 130

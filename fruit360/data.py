@@ -6,7 +6,8 @@ Docs: https://fruit360.github.io/fruit360/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #bbaea9b5
 from __future__ import annotations
-import os, shutil, tarfile, tempfile, urllib.error, urllib.request, warnings, zipfile
+import hashlib, os, shutil, tarfile, tempfile, urllib.error, urllib.request, warnings, zipfile
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,13 +22,13 @@ from fastai.data.transforms import parent_label, RandomSplitter, ToTensor, IntTo
 from fastai.torch_core import TensorImage, TensorCategory
 from fastai.vision.core import PILImage
 from fastai.vision.augment import aug_transforms, Saturation
-from .images import IMG_SIZE, STATS, IMAGE_EXTS, open_image, load_rgb
+from .images import IMG_SIZE, STATS, IMAGE_EXTS, cache_dir, open_image, load_rgb
 
 # %% auto #0
 __all__ = ['FRUITS360_URL', 'SPLITS', 'synthetic_class_names', 'make_synthetic_fruits', 'DatasetSummary', 'check_layout',
-           'find_unreadable', 'check_dataset', 'cache_dir', 'download_fruits360', 'find_data', 'subsample',
-           'split_items', 'load_fruit_image', 'fruit_augs', 'fruit_block', 'decode_images', 'TensorDL', 'get_dls',
-           'data_cli']
+           'inspect_files', 'find_twins', 'check_dataset', 'download_fruits360', 'find_data', 'subsample',
+           'split_items', 'load_fruit_image', 'fruit_augs', 'fruit_block', 'decode_images', 'dataset_labels',
+           'TensorDL', 'get_dls', 'warn_thin_classes', 'data_cli']
 
 # %% ../nbs/00_data.ipynb #2bec7438
 FRUITS360_URL = 'https://github.com/fruits-360/fruits-360-100x100/archive/refs/heads/main.zip'
@@ -70,6 +71,7 @@ class DatasetSummary:
     classes: list[str]
     files: dict[str, dict[str, list[Path]]]  # split -> class -> sorted readable image files
     bad: list[Path]  # unreadable files, skipped
+    twins: dict[tuple[str, str], int]  # pairs of classes with byte-identical images -> how many
 
     def counts(self, split:str) -> dict[str, int]: return {c: len(fs) for c, fs in self.files[split].items()}
     def n_images(self, split:str) -> int: return sum(self.counts(split).values())
@@ -80,6 +82,7 @@ class DatasetSummary:
             n = np.array(list(self.counts(s).values()))
             lines.append(f'  {s:<8} {n.sum():>7,} images, {n.min()}-{n.max()} per class')
         if self.bad: lines.append(f'  skipped {len(self.bad)} unreadable image(s): {", ".join(map(str, self.bad[:5]))}')
+        for (a, b), n in self.twins.items(): lines.append(f'  {a} and {b} share {n} identical images: no model can tell them apart')
         shown = ', '.join(self.classes[:8]) + (', ...' if len(self.classes) > 8 else '')
         return '\n'.join(lines + [f'  classes: {shown}'])
 
@@ -123,23 +126,40 @@ def check_layout(path) -> dict[str, dict[str, list[Path]]]:
 
 # %% ../nbs/00_data.ipynb #fe778127
 @lru_cache(maxsize=None)
-def _readable(path:str, size:int, mtime_ns:int) -> bool:
-    "Whether the image file at `path` (of this `size` and `mtime_ns`) decodes."
-    try: open_image(path); return True
-    except (ValueError, OSError): return False
+def _inspect(path:str, size:int, mtime_ns:int) -> tuple[bool, str]:
+    "Whether the image file at `path` (of this `size` and `mtime_ns`) decodes, and the SHA-1 of its bytes."
+    data = Path(path).read_bytes()
+    try: open_image(data); ok = True
+    except (ValueError, OSError): ok = False
+    return ok, hashlib.sha1(data).hexdigest()
 
-def find_unreadable(files:list[Path]) -> list[Path]:
-    "The files among `files` that are not decodable images."
-    def ok(f): st = f.stat(); return _readable(str(f), st.st_size, st.st_mtime_ns)
-    with ThreadPoolExecutor(2 * (os.cpu_count() or 1)) as ex: res = list(ex.map(ok, files))
-    return [f for f, r in zip(files, res) if not r]
+def inspect_files(files:list[Path]) -> list[tuple[bool, str]]:
+    "(decodes, SHA-1) of each of `files`."
+    def one(f): st = f.stat(); return _inspect(str(f), st.st_size, st.st_mtime_ns)
+    with ThreadPoolExecutor(2 * (os.cpu_count() or 1)) as ex: return list(ex.map(one, files))
 
-# %% ../nbs/00_data.ipynb #1926e49d
+def find_twins(labels:list[str], digests:list[str]) -> dict[tuple[str, str], int]:
+    "Pairs of different labels whose files share a digest, with how many digests they share."
+    classes = defaultdict(set)
+    for label, d in zip(labels, digests): classes[d].add(label)
+    pairs = defaultdict(int)
+    for cs in classes.values():
+        for a in sorted(cs):
+            for b in sorted(cs):
+                if a < b: pairs[a, b] += 1
+    return dict(sorted(pairs.items()))
+
+# %% ../nbs/00_data.ipynb #5fd80b5d
 def check_dataset(path) -> DatasetSummary:
     "Check the Fruits-360 folder `path` and summarise it; unreadable images are skipped with one warning."
     path = Path(path)
     layout = check_layout(path)
-    bad = find_unreadable([f for s in SPLITS for fs in layout[s].values() for f in fs])
+    every = [(c, f) for s in SPLITS for c, fs in layout[s].items() for f in fs]
+    found = inspect_files([f for _, f in every])
+    bad = [f for (_, f), (ok, _) in zip(every, found) if not ok]
+    twins = find_twins([c for c, _ in every], [d if ok else f'unreadable {i}' for i, (ok, d) in enumerate(found)])
+    if twins: warnings.warn('classes with identical images, which no model can tell apart: ' + ', '.join(
+        f'{a} and {b} ({n} files)' for (a, b), n in twins.items()), stacklevel=2)
     if bad:
         warnings.warn(f"skipping {len(bad)} unreadable image(s) in '{path}': {', '.join(map(str, bad[:10]))}"
                       + (' ...' if len(bad) > 10 else ''), stacklevel=2)
@@ -148,12 +168,7 @@ def check_dataset(path) -> DatasetSummary:
     for s in SPLITS:
         for c, fs in files[s].items():
             if not fs: raise ValueError(f"class folder '{path/s/c}' has no readable images: replace its files")
-    return DatasetSummary(path, sorted(files['Training']), files, bad)
-
-# %% ../nbs/00_data.ipynb #6904e519
-def cache_dir() -> Path:
-    "Where fruit360 keeps downloads: `$FRUIT360_CACHE`, else `~/.cache/fruit360`."
-    return Path(os.environ.get('FRUIT360_CACHE') or Path.home()/'.cache'/'fruit360').expanduser()
+    return DatasetSummary(path, sorted(files['Training']), files, bad, twins)
 
 # %% ../nbs/00_data.ipynb #aae5462f
 def _fetch(url:str, dest:Path, timeout:float=60) -> Path:
@@ -227,12 +242,15 @@ def fruit_augs(max_rotate:float=20., max_zoom:float=1.1, max_lighting:float=0.2,
     return [*aug_transforms(flip_vert=True, max_rotate=max_rotate, max_zoom=max_zoom, max_lighting=max_lighting,
                             max_warp=0., pad_mode='border'), Saturation(max_saturation)]
 
-def fruit_block(classes:list[str], valid_pct:float=0.15, seed:int=42, augment:bool=True) -> DataBlock:
+def fruit_block(classes:list[str], valid_pct:float=0.15, seed:int=42,
+                augment:bool|list=True, # `fruit_augs()`, none, or a list of fastai batch transforms
+               ) -> DataBlock:
     "The fastai `DataBlock` for Fruits-360 image files: label from the folder, random validation split."
+    augs = fruit_augs() if augment is True else list(augment or [])
     return DataBlock(blocks=(TransformBlock(type_tfms=load_fruit_image, item_tfms=ToTensor, batch_tfms=IntToFloatTensor),
                              CategoryBlock(vocab=classes)),
                      get_y=parent_label, splitter=RandomSplitter(valid_pct, seed),
-                     batch_tfms=[*(fruit_augs() if augment else []), Normalize.from_stats(*STATS)])
+                     batch_tfms=[*augs, Normalize.from_stats(*STATS)])
 
 # %% ../nbs/00_data.ipynb #feb1cfa3
 @lru_cache(maxsize=4)
@@ -244,6 +262,10 @@ def decode_images(files:tuple[Path, ...], size:int=IMG_SIZE) -> torch.Tensor:
     return torch.from_numpy(out)
 
 # %% ../nbs/00_data.ipynb #2a0b2f54
+def dataset_labels(ds) -> np.ndarray:
+    "The class index of every item of the fastai `Datasets` `ds`, without opening its images."
+    return np.array([int(ds.tls[1][i]) for i in range(len(ds))], dtype=np.int64)
+
 class TensorDL(TfmdDL):
     "A `TfmdDL` that decodes its images once into a uint8 tensor on its device and slices batches from it."
     def __init__(self, dataset, **kwargs): super().__init__(dataset, **{**kwargs, 'num_workers': 0})
@@ -252,7 +274,7 @@ class TensorDL(TfmdDL):
         "Images (uint8, N x 3 x H x W) and label indices of the whole dataset, on this loader's device."
         if getattr(self, '_xy', None) is None or self._xy[0].device != torch.device(self.device or 'cpu'):
             x = decode_images(tuple(self.dataset.items))
-            y = torch.tensor([int(self.dataset.tls[1][i]) for i in range(len(self.dataset))])
+            y = torch.from_numpy(dataset_labels(self.dataset))
             self._xy = x.to(self.device), y.to(self.device)
         return self._xy
 
@@ -270,7 +292,7 @@ def get_dls(path=None, # Fruits-360 folder; default: `find_data()`
             valid_pct:float=0.15, # share of Training held out for validation
             seed:int=42, # seed of the validation split
             max_per_class:int|None=None, # at most this many images per class and split, evenly spaced
-            augment:bool=True, # random batch augmentation of the training loader
+            augment:bool|list=True, # random batch augmentation of the training loader: `fruit_augs()`, none, or a list of transforms
             cache:bool=True, # decode once into a tensor on the device (`TensorDL`); else decode JPEGs every batch
             device=None, # default: the GPU if there is one
             num_workers:int|None=None, # JPEG decoding processes when `cache=False`
@@ -282,7 +304,16 @@ def get_dls(path=None, # Fruits-360 folder; default: `find_data()`
     dls = block.dataloaders(split_items(summary, 'Training', max_per_class), bs=bs, device=device, **kw)
     dls.test = dls.test_dl(split_items(summary, 'Test', max_per_class), with_labels=True)
     dls.summary = summary
+    warn_thin_classes(dls)
     return dls
+
+# %% ../nbs/00_data.ipynb #489f9ed4
+def warn_thin_classes(dls, min_train:int=2):
+    "Warn about classes with fewer than `min_train` training images, or none in validation."
+    train, valid = (np.bincount(dataset_labels(ds), minlength=len(dls.vocab)) for ds in (dls.train_ds, dls.valid_ds))
+    thin = [f'{c} ({t} training, {v} validation)' for c, t, v in zip(dls.vocab, train, valid) if t < min_train or v == 0]
+    if thin: warnings.warn(f"{len(thin)} class(es) with too few images to train or validate well: {', '.join(thin[:10])}"
+                           + (' ...' if len(thin) > 10 else ''), stacklevel=2)
 
 # %% ../nbs/00_data.ipynb #4b1065ce
 from fastcore.script import call_parse

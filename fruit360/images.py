@@ -12,14 +12,19 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['IMG_SIZE', 'STATS', 'MAX_PIXELS', 'IMAGE_EXTS', 'describe_input', 'to_rgb_on_white', 'open_image', 'fit_square',
-           'load_rgb']
+__all__ = ['IMG_SIZE', 'STATS', 'MAX_PIXELS', 'IMAGE_EXTS', 'cache_dir', 'describe_input', 'to_rgb_on_white', 'open_image',
+           'crop_to_fruit', 'fit_square', 'load_rgb']
 
 # %% ../nbs/00a_images.ipynb #b1c4f2c0
 IMG_SIZE = 100  # Fruits-360 images are IMG_SIZE x IMG_SIZE
 STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # per-channel mean and std that models normalise with
 MAX_PIXELS = 40_000_000  # larger images are refused as decompression bombs
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.gif')
+
+# %% ../nbs/00a_images.ipynb #0fe4f6eb
+def cache_dir() -> Path:
+    "Where fruit360 keeps downloads and built engines: `$FRUIT360_CACHE`, else `~/.cache/fruit360`."
+    return Path(os.environ.get('FRUIT360_CACHE') or Path.home()/'.cache'/'fruit360').expanduser()
 
 # %% ../nbs/00a_images.ipynb #ddc41ca7
 def describe_input(src) -> str:
@@ -56,7 +61,10 @@ def _decode(data: bytes, name, max_pixels) -> Image.Image:
                 raise ValueError(f"{name} is {w}x{h} pixels, over the limit of {max_pixels:,}: "
                                  "resize it first (this guards against decompression bombs)")
             img.load()
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ValueError(f"{name} is over the limit of {max_pixels:,} pixels ({e}): resize it first "
+                             "(this guards against decompression bombs)") from None
+        except UnidentifiedImageError as e:
             raise ValueError(f"{name} is not a readable image ({e.__class__.__name__}): "
                              "expected a JPEG, PNG, BMP, WebP, TIFF or GIF file") from None
         except (OSError, SyntaxError, EOFError) as e:
@@ -98,10 +106,17 @@ def open_image(src, max_pixels:int=MAX_PIXELS) -> Image.Image:
     return to_rgb_on_white(ImageOps.exif_transpose(img), name)
 
 # %% ../nbs/00a_images.ipynb #3d77d804
-def fit_square(img: Image.Image, size:int=IMG_SIZE) -> Image.Image:
-    "Pad `img` to a square with white, centred, and resize it to `size` x `size`."
+def crop_to_fruit(img:Image.Image, threshold:int=30) -> Image.Image:
+    "`img` cropped to the box of its pixels that differ from white by more than `threshold` (all of it if none do)."
+    ink = (255 - np.asarray(img.convert('RGB'), dtype=np.int16)).max(axis=2) > threshold
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if not len(rows): return img
+    return img.crop((cols[0], rows[0], cols[-1] + 1, rows[-1] + 1))
+
+def fit_square(img:Image.Image, size:int=IMG_SIZE) -> Image.Image:
+    "Crop `img` to the fruit, pad it to a square with white, centred, and resize it to `size` x `size`."
     if img.size == (size, size): return img
-    return ImageOps.pad(img, (size, size), method=Image.Resampling.BICUBIC, color=(255, 255, 255))
+    return ImageOps.pad(crop_to_fruit(img), (size, size), method=Image.Resampling.BICUBIC, color=(255, 255, 255))
 
 # %% ../nbs/00a_images.ipynb #2e4c4268
 def load_rgb(src, size:int=IMG_SIZE, max_pixels:int=MAX_PIXELS) -> np.ndarray:

@@ -10,6 +10,7 @@ def test_subset_summary():
     assert len(s.classes) == 75
     assert (s.n_images('Training'), s.n_images('Test')) == (19_468, 6_068)
     assert s.bad == []
+    assert s.twins == {('Apple 21', 'Apple Rotten 1'): 341, ('Apple 22', 'Apple worm 1'): 350}
 
 
 def test_validation_split_is_fixed_by_the_seed():

@@ -1,0 +1,94 @@
+"""Inference speed on this machine: predict on one image, predict_batch, ONNX Runtime vs PyTorch, the CLI.
+
+    python bench/infer.py [--image PATH] [--checkpoint models_artifacts/custom_cnn.pth]
+
+Prints, in one run:
+- `predict` on one 100x100 image file: p50 and p99 latency (decoding included);
+- `predict_batch` images/s over 512 image files (decoding included), beside the same with the PyTorch model;
+- the model alone, ONNX Runtime vs PyTorch eager (`ProbabilityModel` of the checkpoint), batch 1 latency and
+  batch 64 images/s, on the same uint8 input;
+- the whole-process time of `fruit360 predict IMAGE` (median of 10 runs).
+"""
+import argparse, statistics, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+
+
+def percentiles(f, n=1000, warmup=20):
+    "p50 and p99 of `f()` in milliseconds over `n` calls."
+    for _ in range(warmup): f()
+    t = []
+    for _ in range(n):
+        s = time.perf_counter(); f(); t.append((time.perf_counter() - s) * 1e3)
+    return np.percentile(t, 50), np.percentile(t, 99)
+
+
+def rate(f, items, seconds=3.0):
+    "Items per second of `f()` (which handles `items` items), over about `seconds`."
+    f(); n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds: f(); n += 1
+    return n * items / (time.perf_counter() - start)
+
+
+def model_comparison(checkpoint):
+    "ONNX Runtime vs PyTorch eager on the same uint8 batches: batch-1 p50/p99 ms and batch-64 images/s."
+    import torch
+    from fruit360.export import OnnxClassifier
+    from fruit360.training import ProbabilityModel, load_checkpoint
+    torch_model = ProbabilityModel(load_checkpoint(checkpoint)[0]).eval()
+    clf = OnnxClassifier()
+    rows = {}
+    for bs in (1, 64):
+        x = np.random.default_rng(0).integers(0, 256, (bs, 100, 100, 3), dtype=np.uint8)
+        xt = torch.from_numpy(x)
+        def run_torch():
+            with torch.inference_mode(): torch_model(xt)
+        run_onnx = lambda: clf.probabilities(x)
+        rows[bs] = {name: (percentiles(f, 300) if bs == 1 else rate(f, bs)) for name, f in (('pytorch', run_torch), ('onnxruntime', run_onnx))}
+    return rows
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--image', default=None, help='a 100x100 image (default: one drawn here)')
+    p.add_argument('--checkpoint', default='models_artifacts/custom_cnn.pth')
+    a = p.parse_args()
+    t0 = time.perf_counter()
+    from fruit360.infer import get_model, predict, predict_batch
+    import_s = time.perf_counter() - t0
+    image = a.image
+    if image is None:
+        from PIL import Image
+        image = '/tmp/fruit360_bench.jpg'
+        Image.new('RGB', (100, 100), (180, 40, 40)).save(image)
+    get_model()
+    p50, p99 = percentiles(lambda: predict(image))
+    print(f'import fruit360.infer: {import_s * 1e3:.0f} ms')
+    print(f'predict(one 100x100 file): p50 {p50:.2f} ms, p99 {p99:.2f} ms')
+
+    import torch
+    from fruit360.images import load_rgb
+    from fruit360.training import ProbabilityModel, load_checkpoint
+    torch_model = ProbabilityModel(load_checkpoint(a.checkpoint)[0]).eval()
+    files = [image] * 512
+    def torch_batch():
+        for i in range(0, len(files), 64):
+            with torch.inference_mode(): torch_model(torch.from_numpy(np.stack([load_rgb(f) for f in files[i:i + 64]])))
+    onnx_rate, torch_rate = rate(lambda: predict_batch(files), len(files)), rate(torch_batch, len(files))
+    print(f'predict_batch(512 files, batches of 64): onnxruntime {onnx_rate:,.0f} images/s, pytorch {torch_rate:,.0f} images/s '
+          f'({onnx_rate / torch_rate:.2f}x)')
+
+    rows = model_comparison(a.checkpoint)
+    (tp50, tp99), (op50, op99) = rows[1]['pytorch'], rows[1]['onnxruntime']
+    print(f'model alone, batch 1: pytorch p50 {tp50:.2f} ms (p99 {tp99:.2f}), onnxruntime p50 {op50:.2f} ms (p99 {op99:.2f}): {tp50 / op50:.2f}x')
+    print(f"model alone, batch 64: pytorch {rows[64]['pytorch']:,.0f} images/s, onnxruntime {rows[64]['onnxruntime']:,.0f} images/s: "
+          f"{rows[64]['onnxruntime'] / rows[64]['pytorch']:.2f}x")
+
+    cli = str(Path(sys.executable).parent/'fruit360')
+    runs = []
+    for _ in range(10):
+        s = time.perf_counter(); subprocess.run([cli, 'predict', image], check=True, capture_output=True); runs.append(time.perf_counter() - s)
+    print(f'fruit360 predict IMAGE (whole process): median {statistics.median(runs):.3f} s, min {min(runs):.3f} s')
+
+
+if __name__ == '__main__': main()
