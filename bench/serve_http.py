@@ -4,8 +4,10 @@
 
 Starts `fruit360 serve` (that is, `mlflow models serve`) on a free loopback port, then, for each concurrency,
 keeps that many client processes sending one-image requests for `--seconds` and prints requests/s, p50 and
-p99 latency and the number of errors. Beside it, in the same run: in-process `predict` calls/s on the same
-image, and the model alone on ONNX Runtime vs PyTorch eager (see bench/infer.py).
+p99 latency, the number of errors and the spread of the per-connection p50 (uvicorn's workers may split
+the keep-alive connections unevenly; the busier worker's connections then wait longer). Beside it, in the
+same run: in-process `predict` calls/s on the same image, and the model alone on ONNX Runtime vs PyTorch
+eager (see bench/infer.py).
 """
 import argparse, http.client, json, multiprocessing as mp, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
@@ -31,14 +33,16 @@ def client(port, body, seconds, out):
 
 
 def load(port, body, concurrency, seconds):
-    "Requests/s, p50 and p99 latency (ms) and errors with `concurrency` clients."
+    "Requests/s, p50 and p99 latency (ms), errors, and the lowest and highest per-connection p50 with `concurrency` clients."
     q = mp.Queue()
     procs = [mp.Process(target=client, args=(port, body, seconds, q)) for _ in range(concurrency)]
     for p in procs: p.start()
     results = [q.get() for _ in procs]
     for p in procs: p.join()
     lat = np.concatenate([r[0] for r in results]) * 1e3
-    return len(lat) / seconds, np.percentile(lat, 50), np.percentile(lat, 99), sum(r[1] for r in results)
+    per_connection = [np.median(r[0]) * 1e3 for r in results]
+    return (len(lat) / seconds, np.percentile(lat, 50), np.percentile(lat, 99), sum(r[1] for r in results),
+            min(per_connection), max(per_connection))
 
 
 def main():
@@ -67,10 +71,10 @@ def main():
         load(port, body, 2, 2)  # warm up every worker
         print(f'server: fruit360 serve (mlflow models serve), {a.workers} workers x {a.threads} ONNX Runtime threads; '
               f'one {Path(image).stat().st_size:,}-byte image per request; {a.seconds:.0f} s per row')
-        print(f'{"concurrency":>11}{"requests/s":>12}{"p50 ms":>9}{"p99 ms":>9}{"errors":>8}')
+        print(f'{"concurrency":>11}{"requests/s":>12}{"p50 ms":>9}{"p99 ms":>9}{"errors":>8}  p50 per connection, ms')
         for c in (1, 8):
-            rps, p50, p99, errors = load(port, body, c, a.seconds)
-            print(f'{c:>11}{rps:>12,.0f}{p50:>9.1f}{p99:>9.1f}{errors:>8}')
+            rps, p50, p99, errors, lo, hi = load(port, body, c, a.seconds)
+            print(f'{c:>11}{rps:>12,.0f}{p50:>9.1f}{p99:>9.1f}{errors:>8}  {lo:.1f} to {hi:.1f}')
     finally:
         server.terminate(); server.wait()
     print(f'in-process predict(image): {rate(lambda: predict(image), 1):,.0f} predictions/s')
