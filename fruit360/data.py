@@ -301,6 +301,7 @@ def get_dls(path=None, # Fruits-360 folder; default: `find_data()`
     summary = check_dataset(find_data(path))
     block = fruit_block(summary.classes, valid_pct, seed, augment)
     kw = dict(dl_type=TensorDL) if cache else dict(num_workers=num_workers)
+    device = torch.device(device) if device is not None else None  # 'cuda' works as well as torch.device('cuda')
     dls = block.dataloaders(split_items(summary, 'Training', max_per_class), bs=bs, device=device, **kw)
     dls.test = dls.test_dl(split_items(summary, 'Test', max_per_class), with_labels=True)
     dls.summary = summary

@@ -15,6 +15,7 @@ from torchmetrics.functional.classification import (multiclass_accuracy, multicl
                                                      multiclass_confusion_matrix)
 import fruit360.data  # noqa: F401  (quietens a fastai import warning first)
 from fastai.callback.core import Callback
+from fastai.callback.progress import ProgressCallback
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.tracker import TrackerCallback, ReduceLROnPlateau
 from fastai.learner import Learner, Metric
@@ -26,8 +27,9 @@ from .images import STATS
 # %% auto #0
 __all__ = ['LR', 'SCHEDULE', 'TorchMetric', 'fruit_metrics', 'classification_metrics', 'twin_groups', 'model_spec', 'build_model',
            'save_checkpoint', 'load_checkpoint', 'ProbabilityModel', 'BestCheckpoint', 'bf16_supported', 'BF16',
-           'Throughput', 'History', 'fruit_learner', 'fit_fruit', 'evaluate', 'plot_curves', 'most_confused',
-           'plot_confusion', 'tracking_uri', 'check_tracking', 'use_experiment', 'MLflowMetrics', 'train_model']
+           'Throughput', 'PlainInput', 'ProgressBar', 'History', 'fruit_learner', 'fit_fruit', 'evaluate',
+           'plot_curves', 'most_confused', 'plot_confusion', 'tracking_uri', 'check_tracking', 'use_experiment',
+           'MLflowMetrics', 'train_model']
 
 # %% ../nbs/00b_training.ipynb #797eb35a
 class TorchMetric(Metric):
@@ -167,6 +169,21 @@ class Throughput(Callback):
     @property
     def images_per_s(self) -> float: return self.images / max(self.seconds, 1e-9)
 
+# %% ../nbs/00b_training.ipynb #95a3e35f
+class PlainInput(Callback):
+    "Hand the model its input as plain `torch.Tensor`s (no per-operation subclass dispatch; traceable by `torch.compile`)."
+    def before_batch(self): self.learn.xb = tuple(x.as_subclass(torch.Tensor) for x in self.xb)
+
+# %% ../nbs/00b_training.ipynb #6e7f79d1
+class ProgressBar(ProgressCallback):
+    "fastai's progress bars, showing the smoothed loss every `every` batches (each reading waits for the GPU)."
+    def __init__(self, every:int=25): self.every = every
+    @property
+    def name(self): return 'progress'  # the name `Learner.no_bar` looks for
+    def after_batch(self):
+        self.pbar.update(self.iter + 1)
+        if hasattr(self, 'smooth_loss') and self.iter % self.every == 0: self.pbar.comment = f'{self.smooth_loss.item():.4f}'
+
 # %% ../nbs/00b_training.ipynb #fed686f4
 class History(Callback):
     "One dict per epoch of a fit: train and validation loss, metrics and learning rate."
@@ -178,12 +195,6 @@ class History(Callback):
 
 # %% ../nbs/00b_training.ipynb #78d1b6ad
 LR, SCHEDULE = 3e-3, 'onecycle'  # the default recipe: Adam with fastai's 1cycle schedule up to 3e-3
-#
-# `fruit_learner` builds the `Learner`: cross-entropy on logits (softmax belongs to inference), Adam,
-# the metrics above, channels-last memory layout, bf16 where the device has it, and optionally
-# `torch.compile`. `fit_fruit` trains it with `ReduceLROnPlateau` on the validation loss and keeps the
-# best checkpoint by macro-F1. Those two watch the epochs of one fit, so they are passed to `fit`
-# rather than kept on the learner (where `learn.validate()` would trigger them too).
 
 # %% ../nbs/00b_training.ipynb #7e288b30
 def fruit_learner(dls, model:torch.nn.Module, lr:float=LR,
@@ -194,8 +205,10 @@ def fruit_learner(dls, model:torch.nn.Module, lr:float=LR,
     if precision not in ('auto', 'bf16', 'fp32'): raise ValueError(f"precision '{precision}': use auto, bf16 or fp32")
     bf16 = precision == 'bf16' or (precision == 'auto' and bf16_supported(dls.device))
     if compile: model.compile()
-    return Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=Adam, lr=lr, metrics=fruit_metrics(len(dls.vocab)),
-                   cbs=[Throughput(), ChannelsLast(), *([BF16()] if bf16 else [])])
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=Adam, lr=lr, metrics=fruit_metrics(len(dls.vocab)),
+                    cbs=[Throughput(), ChannelsLast(), PlainInput(), *([BF16()] if bf16 else [])])
+    learn.remove_cb(ProgressCallback)
+    return learn.add_cb(ProgressBar())
 
 def fit_fruit(learn:Learner, epochs:int, lr:float=LR, checkpoint=None, spec:dict|None=None,
               schedule:str=SCHEDULE, # 'plateau': constant `lr`, divided by 5 when the validation loss stalls; 'onecycle': fastai's 1cycle up to `lr`
