@@ -21,14 +21,15 @@ from fastai.data.core import TfmdDL, DataLoaders
 from fastai.data.transforms import parent_label, RandomSplitter, ToTensor, IntToFloatTensor, Normalize
 from fastai.torch_core import TensorImage, TensorCategory
 from fastai.vision.core import PILImage
-from fastai.vision.augment import aug_transforms, Saturation
+from fasttransform import Transform
+import torch.nn.functional as F
 from .images import IMG_SIZE, STATS, IMAGE_EXTS, cache_dir, open_image, load_rgb
 
 # %% auto #0
-__all__ = ['FRUITS360_URL', 'SPLITS', 'synthetic_class_names', 'make_synthetic_fruits', 'DatasetSummary', 'check_layout',
+__all__ = ['FRUITS360_URL', 'SPLITS', 'LUMA', 'synthetic_class_names', 'make_synthetic_fruits', 'DatasetSummary', 'check_layout',
            'inspect_files', 'find_twins', 'check_dataset', 'download_fruits360', 'find_data', 'subsample',
-           'split_items', 'load_fruit_image', 'fruit_augs', 'fruit_block', 'decode_images', 'dataset_labels',
-           'TensorDL', 'get_dls', 'warn_thin_classes', 'data_cli']
+           'split_items', 'load_fruit_image', 'FruitAugment', 'fruit_augs', 'fruit_block', 'decode_images',
+           'dataset_labels', 'TensorDL', 'get_dls', 'warn_thin_classes', 'data_cli']
 
 # %% ../nbs/00_data.ipynb #2bec7438
 FRUITS360_URL = 'https://github.com/fruits-360/fruits-360-100x100/archive/refs/heads/main.zip'
@@ -237,10 +238,51 @@ def load_fruit_image(fn) -> PILImage:
     "Open the image file `fn` the way every fruit360 model input is prepared."
     return PILImage.create(load_rgb(fn))
 
+LUMA = (0.2989, 0.5870, 0.1140)  # ITU-R 601-2 grey, as fastai's `grayscale`
+
+class FruitAugment(Transform):
+    "Random dihedral turn, rotation, zoom, brightness, contrast and saturation of a training batch, in one pass."
+    split_idx, order = 0, 30  # training batches only; after `IntToFloatTensor`, before `Normalize`
+    def __init__(self, max_rotate:float=20., max_zoom:float=1.1, max_lighting:float=0.2, max_saturation:float=0.2,
+                 p_dihedral:float=0.5, p:float=0.75):
+        super().__init__()
+        self.max_rotate, self.max_zoom, self.max_lighting, self.max_saturation = max_rotate, max_zoom, max_lighting, max_saturation
+        self.p_dihedral, self.p = p_dihedral, p
+
+    def _draw(self, x, lo, hi, neutral, p=None):
+        "One value per image, uniform in [`lo`, `hi`) with probability `p` (default `self.p`), else `neutral`."
+        v = torch.empty(len(x), device=x.device).uniform_(lo, hi)
+        return torch.where(torch.rand(len(x), device=x.device) < (self.p if p is None else p), v, torch.full_like(v, neutral))
+
+    def geometry(self, x):
+        "Dihedral turn, rotation and zoom of the batch `x` as one affine resampling, the border repeated."
+        k = self._draw(x, 0, 8, 0, self.p_dihedral).long().clamp(max=7)  # bit 0: flip x, bit 1: flip y, bit 2: swap axes
+        fx, fy = 1 - 2 * (k & 1).float(), 1 - 2 * ((k >> 1) & 1).float()
+        zero = torch.zeros_like(fx)
+        turn = torch.where(((k >> 2) & 1).bool()[:, None], torch.stack([zero, fy, fx, zero], 1), torch.stack([fx, zero, zero, fy], 1))
+        angle = self._draw(x, -self.max_rotate, self.max_rotate, 0.) * (torch.pi / 180)
+        rot = torch.stack([angle.cos(), -angle.sin(), angle.sin(), angle.cos()], 1)
+        scale = 1 / self._draw(x, 1., self.max_zoom, 1.)
+        shift = (1 - scale)[:, None] * (2 * torch.rand(len(x), 2, device=x.device) - 1)  # a random centre for the zoom
+        linear = rot.view(-1, 2, 2) @ turn.view(-1, 2, 2) * scale[:, None, None]
+        grid = F.affine_grid(torch.cat([linear, shift[:, :, None]], 2), list(x.shape), align_corners=True)
+        return F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=True)
+
+    def lighting(self, x):
+        "Brightness, contrast and saturation of the batch `x` (values in [0, 1]), changed in logit space."
+        ml, ms = self.max_lighting, self.max_saturation
+        brightness = torch.logit(self._draw(x, 0.5 * (1 - ml), 0.5 * (1 + ml), 0.5))
+        contrast = self._draw(x, np.log(1 - ml), -np.log(1 - ml), 0.).exp()
+        saturation = self._draw(x, np.log(1 - ms), -np.log(1 - ms), 0.).exp()[:, None, None, None]
+        z = (torch.logit(x, eps=1e-7) + brightness[:, None, None, None]) * contrast[:, None, None, None]
+        grey = (z * torch.tensor(LUMA, device=x.device)[:, None, None]).sum(1, keepdim=True)
+        return torch.sigmoid(z * saturation + grey * (1 - saturation))
+
+    def encodes(self, x:TensorImage): return TensorImage(self.lighting(self.geometry(x.as_subclass(torch.Tensor))))
+
 def fruit_augs(max_rotate:float=20., max_zoom:float=1.1, max_lighting:float=0.2, max_saturation:float=0.2) -> list:
-    "Batch augmentation: random rotation, zoom and flips, brightness, contrast and saturation."
-    return [*aug_transforms(flip_vert=True, max_rotate=max_rotate, max_zoom=max_zoom, max_lighting=max_lighting,
-                            max_warp=0., pad_mode='border'), Saturation(max_saturation)]
+    "Batch augmentation: random flips and quarter turns, rotation, zoom, brightness, contrast and saturation."
+    return [FruitAugment(max_rotate, max_zoom, max_lighting, max_saturation)]
 
 def fruit_block(classes:list[str], valid_pct:float=0.15, seed:int=42,
                 augment:bool|list=True, # `fruit_augs()`, none, or a list of fastai batch transforms

@@ -17,19 +17,19 @@ import fruit360.data  # noqa: F401  (quietens a fastai import warning first)
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.channelslast import ChannelsLast
-from fastai.callback.tracker import TrackerCallback, ReduceLROnPlateau
+from fastai.callback.tracker import TrackerCallback
 from fastai.learner import Learner, Metric
 from fastai.losses import CrossEntropyLossFlat
-from fastai.optimizer import Adam
+from fastai.optimizer import OptimWrapper
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
 from .images import STATS
 
 # %% auto #0
 __all__ = ['LR', 'SCHEDULE', 'TorchMetric', 'fruit_metrics', 'classification_metrics', 'twin_groups', 'model_spec', 'build_model',
            'save_checkpoint', 'load_checkpoint', 'ProbabilityModel', 'BestCheckpoint', 'bf16_supported', 'BF16',
-           'Throughput', 'PlainInput', 'ProgressBar', 'History', 'fruit_learner', 'fit_fruit', 'evaluate',
-           'plot_curves', 'most_confused', 'plot_confusion', 'tracking_uri', 'check_tracking', 'use_experiment',
-           'MLflowMetrics', 'train_model']
+           'Throughput', 'PlainTensors', 'ProgressBar', 'History', 'fused_adam', 'PlateauLR', 'fruit_learner',
+           'fit_fruit', 'evaluate', 'plot_curves', 'most_confused', 'plot_confusion', 'tracking_uri', 'check_tracking',
+           'use_experiment', 'MLflowMetrics', 'train_model']
 
 # %% ../nbs/00b_training.ipynb #797eb35a
 class TorchMetric(Metric):
@@ -170,9 +170,11 @@ class Throughput(Callback):
     def images_per_s(self) -> float: return self.images / max(self.seconds, 1e-9)
 
 # %% ../nbs/00b_training.ipynb #95a3e35f
-class PlainInput(Callback):
-    "Hand the model its input as plain `torch.Tensor`s (no per-operation subclass dispatch; traceable by `torch.compile`)."
-    def before_batch(self): self.learn.xb = tuple(x.as_subclass(torch.Tensor) for x in self.xb)
+class PlainTensors(Callback):
+    "Hand the model, the loss and the metrics plain `torch.Tensor`s (no per-operation subclass dispatch; traceable by `torch.compile`)."
+    def before_batch(self):
+        self.learn.xb = tuple(x.as_subclass(torch.Tensor) for x in self.xb)
+        self.learn.yb = tuple(y.as_subclass(torch.Tensor) for y in self.yb)
 
 # %% ../nbs/00b_training.ipynb #6e7f79d1
 class ProgressBar(ProgressCallback):
@@ -197,6 +199,26 @@ class History(Callback):
 LR, SCHEDULE = 3e-3, 'onecycle'  # the default recipe: Adam with fastai's 1cycle schedule up to 3e-3
 
 # %% ../nbs/00b_training.ipynb #7e288b30
+def fused_adam(params, lr:float=LR, **kwargs) -> OptimWrapper:
+    "fastai's `Adam` update (betas 0.9/0.99, eps 1e-5, decoupled weight decay 0.01) as PyTorch's fused `AdamW`."
+    return OptimWrapper(params, torch.optim.AdamW, lr=lr, **{'betas': (0.9, 0.99), 'eps': 1e-5, 'weight_decay': 0.01, 'fused': True, **kwargs})
+
+# %% ../nbs/00b_training.ipynb #e4fc4573
+class PlateauLR(TrackerCallback):
+    "Divide the learning rate by `factor` after `patience` epochs without a lower validation loss."
+    order = TrackerCallback.order + 1
+    def __init__(self, patience:int=2, factor:float=5., reset_on_fit:bool=True):
+        super().__init__(monitor='valid_loss', reset_on_fit=reset_on_fit)
+        self.patience, self.factor = patience, factor
+    def before_fit(self): self.wait = 0; super().before_fit()
+    def after_epoch(self):
+        super().after_epoch()
+        self.wait = 0 if self.new_best else self.wait + 1
+        if self.wait >= self.patience:
+            self.opt.set_hyper('lr', self.opt.hypers[-1]['lr'] / self.factor)
+            self.wait = 0
+
+# %% ../nbs/00b_training.ipynb #14c19305
 def fruit_learner(dls, model:torch.nn.Module, lr:float=LR,
                   precision:str='auto', # 'bf16', 'fp32', or 'auto': bf16 where the device supports it
                   compile:bool=False, # compile the model with torch.compile (pays off on a GPU)
@@ -205,8 +227,8 @@ def fruit_learner(dls, model:torch.nn.Module, lr:float=LR,
     if precision not in ('auto', 'bf16', 'fp32'): raise ValueError(f"precision '{precision}': use auto, bf16 or fp32")
     bf16 = precision == 'bf16' or (precision == 'auto' and bf16_supported(dls.device))
     if compile: model.compile()
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=Adam, lr=lr, metrics=fruit_metrics(len(dls.vocab)),
-                    cbs=[Throughput(), ChannelsLast(), PlainInput(), *([BF16()] if bf16 else [])])
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=fused_adam, lr=lr, metrics=fruit_metrics(len(dls.vocab)),
+                    cbs=[Throughput(), ChannelsLast(), PlainTensors(), *([BF16()] if bf16 else [])])
     learn.remove_cb(ProgressCallback)
     return learn.add_cb(ProgressBar())
 
@@ -218,7 +240,7 @@ def fit_fruit(learn:Learner, epochs:int, lr:float=LR, checkpoint=None, spec:dict
     "Fit `learn` for `epochs`, keeping the best checkpoint by macro-F1 at `checkpoint`; return the `History` rows."
     history = History()
     cbs = [history, *([BestCheckpoint(checkpoint, spec or {})] if checkpoint is not None else []), *(cbs or [])]
-    if schedule == 'plateau': learn.fit(epochs, lr, cbs=[ReduceLROnPlateau(monitor='valid_loss', patience=patience, factor=5), *cbs])
+    if schedule == 'plateau': learn.fit(epochs, lr, cbs=[PlateauLR(patience), *cbs])
     elif schedule == 'onecycle': learn.fit_one_cycle(epochs, lr, cbs=cbs)
     else: raise ValueError(f"schedule '{schedule}': use plateau or onecycle")
     return history.rows
