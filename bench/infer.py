@@ -30,6 +30,14 @@ def rate(f, items, seconds=3.0):
     return n * items / (time.perf_counter() - start)
 
 
+def bench_image(path=None) -> str:
+    "The image file to time: `path`, or a 100x100 one drawn here."
+    if path is not None: return path
+    from PIL import Image
+    Image.new('RGB', (100, 100), (180, 40, 40)).save('/tmp/fruit360_bench.jpg')
+    return '/tmp/fruit360_bench.jpg'
+
+
 def model_comparison(checkpoint):
     "ONNX Runtime vs PyTorch eager on the same uint8 batches: batch-1 p50/p99 ms and batch-64 images/s."
     import torch
@@ -56,11 +64,7 @@ def main():
     t0 = time.perf_counter()
     from fruit360.infer import get_model, predict, predict_batch
     import_s = time.perf_counter() - t0
-    image = a.image
-    if image is None:
-        from PIL import Image
-        image = '/tmp/fruit360_bench.jpg'
-        Image.new('RGB', (100, 100), (180, 40, 40)).save(image)
+    image = bench_image(a.image)
     get_model()
     p50, p99 = percentiles(lambda: predict(image))
     print(f'import fruit360.infer: {import_s * 1e3:.0f} ms')

@@ -13,7 +13,7 @@ import argparse, http.client, json, multiprocessing as mp, socket, subprocess, s
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
-from infer import model_comparison, rate
+from infer import bench_image, model_comparison, rate
 
 
 def client(port, body, seconds, out):
@@ -55,11 +55,7 @@ def main():
     a = p.parse_args()
     from fruit360.infer import predict
     from fruit360.serve import request_body
-    image = a.image
-    if image is None:
-        from PIL import Image
-        image = '/tmp/fruit360_bench.jpg'
-        Image.new('RGB', (100, 100), (180, 40, 40)).save(image)
+    image = bench_image(a.image)
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
     server = subprocess.Popen([str(Path(sys.executable).parent/'fruit360'), 'serve', '--port', str(port), '--workers', str(a.workers),
                                '--threads', str(a.threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # stops its server on SIGTERM

@@ -13,7 +13,7 @@ import argparse, os, time, warnings
 import torch
 from fruit360.custom_cnn import CustomCNN
 from fruit360.data import find_data, get_dls
-from fruit360.training import bf16_supported, fruit_learner
+from fruit360.training import fruit_learner, resolve_precision
 
 warnings.filterwarnings('ignore')
 
@@ -33,7 +33,7 @@ def bare_images_per_s(n_classes, bs, device, precision, compile, steps=30):
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x = torch.randn(bs, 3, 100, 100, device=device).to(memory_format=torch.channels_last)
     y = torch.randint(0, n_classes, (bs,), device=device)
-    bf16 = precision == 'bf16' or (precision == 'auto' and bf16_supported(device))
+    bf16 = resolve_precision(precision, device) == 'bf16'
     def step():
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16): loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         opt.zero_grad(); loss.backward(); opt.step()
@@ -63,8 +63,7 @@ def main():
     cached = fastai_images_per_s(dls, a.epochs, a.precision, compile)
     bare = bare_images_per_s(len(dls.vocab), a.bs, device, a.precision, compile)
     name = torch.cuda.get_device_name() if device.type == 'cuda' else f'CPU, {os.cpu_count()} cores'
-    bf16 = a.precision == 'bf16' or (a.precision == 'auto' and bf16_supported(device))
-    print(f'device: {name}; batch {a.bs}; {len(dls.train_ds):,} training images; compile={compile}; {"bf16" if bf16 else "fp32"}')
+    print(f'device: {name}; batch {a.bs}; {len(dls.train_ds):,} training images; compile={compile}; {resolve_precision(a.precision, device)}')
     print(f'{"pipeline":<10}{"images/s":>12}{"vs jpeg":>10}')
     for label, v in [('jpeg', jpeg), ('cached', cached), ('bare', bare)]:
         print(f'{label:<10}{v:>12,.0f}{v / jpeg:>9.2f}x')

@@ -26,10 +26,10 @@ from .images import STATS
 
 # %% auto #0
 __all__ = ['LR', 'SCHEDULE', 'TorchMetric', 'fruit_metrics', 'classification_metrics', 'twin_groups', 'model_spec', 'build_model',
-           'save_checkpoint', 'load_checkpoint', 'ProbabilityModel', 'BestCheckpoint', 'bf16_supported', 'BF16',
-           'Throughput', 'PlainTensors', 'ProgressBar', 'History', 'fused_adam', 'PlateauLR', 'fruit_learner',
-           'fit_fruit', 'evaluate', 'plot_curves', 'most_confused', 'plot_confusion', 'tracking_uri', 'check_tracking',
-           'use_experiment', 'MLflowMetrics', 'train_model']
+           'save_checkpoint', 'load_checkpoint', 'ProbabilityModel', 'BestCheckpoint', 'bf16_supported',
+           'resolve_precision', 'BF16', 'Throughput', 'PlainTensors', 'ProgressBar', 'History', 'fused_adam',
+           'PlateauLR', 'fruit_learner', 'fit_fruit', 'evaluate', 'plot_curves', 'most_confused', 'plot_confusion',
+           'tracking_uri', 'check_tracking', 'use_experiment', 'MLflowMetrics', 'train_model']
 
 # %% ../nbs/00b_training.ipynb #797eb35a
 class TorchMetric(Metric):
@@ -143,6 +143,11 @@ def bf16_supported(device) -> bool:
     if device.type == 'cuda': return torch.cuda.is_bf16_supported()
     return device.type == 'cpu' and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
+def resolve_precision(precision:str, device) -> str:
+    "What `precision` ('bf16', 'fp32', or 'auto': bf16 where the device supports it) means on `device`: 'bf16' or 'fp32'."
+    if precision not in ('auto', 'bf16', 'fp32'): raise ValueError(f"precision '{precision}': use auto, bf16 or fp32")
+    return 'bf16' if precision == 'bf16' or (precision == 'auto' and bf16_supported(device)) else 'fp32'
+
 class BF16(Callback):
     "Run the forward pass under bfloat16 autocast on the data's device."
     order = 10
@@ -224,8 +229,7 @@ def fruit_learner(dls, model:torch.nn.Module, lr:float=LR,
                   compile:bool=False, # compile the model with torch.compile (pays off on a GPU)
                  ) -> Learner:
     "A fastai `Learner` with fruit360's loss, optimiser, metrics and precision."
-    if precision not in ('auto', 'bf16', 'fp32'): raise ValueError(f"precision '{precision}': use auto, bf16 or fp32")
-    bf16 = precision == 'bf16' or (precision == 'auto' and bf16_supported(dls.device))
+    bf16 = resolve_precision(precision, dls.device) == 'bf16'
     if compile: model.compile()
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=fused_adam, lr=lr, metrics=fruit_metrics(len(dls.vocab)),
                     cbs=[Throughput(), ChannelsLast(), PlainTensors(), *([BF16()] if bf16 else [])])
@@ -349,8 +353,8 @@ def train_model(name:str, spec:dict, dls, epochs:int=20, lr:float=LR, out='model
     mlflow.set_tracking_uri(check_tracking(tracking_uri()))
     use_experiment(experiment)
     out, plots = Path(out), Path(plots)
+    precision = resolve_precision(precision, dls.device)
     learn = fruit_learner(dls, model if model is not None else build_model(spec), lr, precision, compile)
-    precision = 'bf16' if any(isinstance(cb, BF16) for cb in learn.cbs) else 'fp32'
     with mlflow.start_run(run_name=name) as run:
         mlflow.log_params({**(params or {}), 'model': name, 'epochs': epochs, 'lr': lr, 'schedule': schedule, 'bs': dls.bs,
                            'n_classes': len(dls.vocab), 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds),
