@@ -10,7 +10,7 @@ import importlib, sys
 from fastcore.script import parse_cli
 
 # %% auto #0
-__all__ = ['COMMANDS', 'usage', 'main']
+__all__ = ['COMMANDS', 'usage', 'error_message', 'main']
 
 # %% ../nbs/05_cli.ipynb #d39062a6
 COMMANDS = {
@@ -28,6 +28,10 @@ def usage() -> str:
     return 'usage: fruit360 COMMAND [options]\n\ncommands:\n' + '\n'.join(
         f'  {name:<9} {doc}' for name, (_, _, doc) in COMMANDS.items()) + '\n\nfruit360 COMMAND --help shows its options.'
 
+def error_message(e:BaseException) -> str:
+    "What `e` says went wrong, or what kind of error it is when it says nothing."
+    return str(e).strip() or {MemoryError: 'out of memory'}.get(type(e), f'{type(e).__name__} (no details given)')
+
 def main(argv:list[str]|None=None):
     "Entry point of the `fruit360` command: run the subcommand named by the first argument."
     argv = sys.argv[1:] if argv is None else argv
@@ -41,5 +45,5 @@ def main(argv:list[str]|None=None):
         pargs, kwargs, _ = parse_cli(cmd)
         return cmd(*pargs, **kwargs)
     except (ValueError, OSError, MemoryError) as e:  # bad input: say what is wrong, without a traceback
-        print(f'fruit360 {argv[0]}: error: {e}', file=sys.stderr); return 1
+        print(f'fruit360 {argv[0]}: error: {error_message(e)}', file=sys.stderr); return 1
     except KeyboardInterrupt: print(f'fruit360 {argv[0]}: interrupted', file=sys.stderr); return 130

@@ -11,17 +11,18 @@ from pathlib import Path
 import torch, torch.nn as nn
 from fastcore.script import call_parse, bool_arg
 from .data import get_dls
-from .training import LR, SCHEDULE, model_spec, train_model, check_tracking, tracking_uri
+from .training import LR, SCHEDULE, ARCHITECTURES, register_model, model_spec, train_model, check_tracking, tracking_uri
 from .baseline import resnet18_baseline
 
 # %% auto #0
-__all__ = ['MODELS', 'EPOCHS', 'conv_block', 'CustomCNN', 'train', 'results_table', 'train_cli']
+__all__ = ['EPOCHS', 'conv_block', 'CustomCNN', 'train', 'results_table', 'train_cli']
 
 # %% ../nbs/02_custom_cnn.ipynb #d1fe62aa
 def conv_block(ni:int, nf:int) -> nn.Sequential:
     "3x3 convolution, batch norm, ReLU, 2x2 max pooling: `ni` channels in, `nf` out, half the resolution."
     return nn.Sequential(nn.Conv2d(ni, nf, 3, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True), nn.MaxPool2d(2))
 
+@register_model('custom_cnn')
 class CustomCNN(nn.Module):
     "Four `conv_block`s (`body`), then global average pooling, dropout and a linear layer over `n_classes` (`head`)."
     def __init__(self, n_classes:int, channels:tuple=(32, 64, 128, 256), dropout:float=0.3):
@@ -31,8 +32,7 @@ class CustomCNN(nn.Module):
     def forward(self, x): return self.head(self.body(x))
 
 # %% ../nbs/02_custom_cnn.ipynb #1d41c0a2
-MODELS = {'custom_cnn': CustomCNN, 'resnet18': resnet18_baseline}
-EPOCHS = {'custom_cnn': 20, 'resnet18': 5}
+EPOCHS = {'custom_cnn': 20, 'resnet18': 5}  # the models `train` trains (registered as `fruit360.training.ARCHITECTURES`), and their epochs
 
 # %% ../nbs/02_custom_cnn.ipynb #e242ef9b
 def train(model:str='custom_cnn', # custom_cnn or resnet18
@@ -51,17 +51,17 @@ def train(model:str='custom_cnn', # custom_cnn or resnet18
          ) -> dict:
     "Train `model` on Fruits-360, evaluate it on Test, and track the run in MLflow; return the results."
     from fastai.torch_core import set_seed
-    if model not in MODELS: raise ValueError(f"unknown model '{model}': choose one of {', '.join(MODELS)}")
+    if model not in EPOCHS: raise ValueError(f"unknown model '{model}': choose one of {', '.join(EPOCHS)}")
     check_tracking(tracking_uri())  # an unreachable tracking server is reported before the data is even read
     set_seed(seed, reproducible=True)
     dls = get_dls(data, bs=bs, seed=seed, max_per_class=max_per_class, cache=cache)
     n = len(dls.vocab)
     extra = dict(pretrained=pretrained, weights_path=weights) if model == 'resnet18' else {}
-    spec = model_spec(MODELS[model], n_classes=n, **({'pretrained': False} if extra else {}))
+    spec = model_spec(model, n_classes=n)
     compile = dls.device.type == 'cuda' if compile is None else compile
     return train_model(model, spec, dls, epochs or EPOCHS[model], lr, out, plots, precision, compile, experiment,
                        params=dict(seed=seed, max_per_class=max_per_class, data=str(dls.summary.path), **extra),
-                       model=MODELS[model](n, **extra), schedule=schedule)
+                       model=ARCHITECTURES[model](n, **extra), schedule=schedule)
 
 # %% ../nbs/02_custom_cnn.ipynb #4cfba0ee
 def results_table(results:dict) -> str:

@@ -23,7 +23,7 @@ from fastai.torch_core import TensorImage, TensorCategory
 from fastai.vision.core import PILImage
 from fasttransform import Transform
 import torch.nn.functional as F
-from .images import IMG_SIZE, STATS, IMAGE_EXTS, cache_dir, open_image, load_rgb
+from .images import IMG_SIZE, STATS, IMAGE_EXTS, cache_dir, open_image, load_rgb, read_image_bytes
 
 # %% auto #0
 __all__ = ['FRUITS360_URL', 'SPLITS', 'LUMA', 'synthetic_class_names', 'make_synthetic_fruits', 'DatasetSummary', 'check_layout',
@@ -89,8 +89,12 @@ class DatasetSummary:
 
 # %% ../nbs/00_data.ipynb #6d0fa203
 def _image_files(folder:Path) -> list[Path]:
-    "The image files directly in `folder`, sorted."
-    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTS and not f.name.startswith('.'))
+    "The image files directly in `folder`, sorted; a pipe, socket or device with an image's name is skipped with a warning."
+    named = [e for e in os.scandir(folder) if Path(e.name).suffix.lower() in IMAGE_EXTS and not e.name.startswith('.')]
+    odd = sorted(e.name for e in named if not e.is_file())  # is_file follows links: a link to an image file is fine
+    if odd: warnings.warn(f"skipping {len(odd)} entries of '{folder}' that are not regular files (a pipe, socket, device, "
+                          f"folder or broken link): {', '.join(odd[:10])}{' ...' if len(odd) > 10 else ''}", stacklevel=2)
+    return sorted(Path(e.path) for e in named if e.is_file())
 
 def _class_folders(split_dir:Path) -> dict[str, list[Path]]:
     "Class name -> image files for every class folder of `split_dir`, refusing empty or image-less folders."
@@ -129,10 +133,9 @@ def check_layout(path) -> dict[str, dict[str, list[Path]]]:
 @lru_cache(maxsize=None)
 def _inspect(path:str, size:int, mtime_ns:int) -> tuple[bool, str]:
     "Whether the image file at `path` (of this `size` and `mtime_ns`) decodes, and the SHA-1 of its bytes."
-    data = Path(path).read_bytes()
-    try: open_image(data); ok = True
-    except (ValueError, OSError): ok = False
-    return ok, hashlib.sha1(data).hexdigest()
+    try: data = read_image_bytes(path); open_image(data)
+    except (ValueError, OSError): return False, f'unreadable {path}'
+    return True, hashlib.sha1(data).hexdigest()
 
 def inspect_files(files:list[Path]) -> list[tuple[bool, str]]:
     "(decodes, SHA-1) of each of `files`."
@@ -161,6 +164,9 @@ def check_dataset(path) -> DatasetSummary:
     twins = find_twins([c for c, _ in every], [d if ok else f'unreadable {i}' for i, (ok, d) in enumerate(found)])
     if twins: warnings.warn('classes with identical images, which no model can tell apart: ' + ', '.join(
         f'{a} and {b} ({n} files)' for (a, b), n in twins.items()), stacklevel=2)
+    untested = sorted(set(layout['Training']) - set(layout['Test']))
+    if untested: warnings.warn(f"'{path}': classes with no Test images, so their accuracy cannot be measured: "
+                               f"{', '.join(untested)}; add Test images for them", stacklevel=2)
     if bad:
         warnings.warn(f"skipping {len(bad)} unreadable image(s) in '{path}': {', '.join(map(str, bad[:10]))}"
                       + (' ...' if len(bad) > 10 else ''), stacklevel=2)

@@ -6,17 +6,30 @@ Docs: https://fruit360.github.io/fruit360/export.html.md"""
 
 # %% ../nbs/03_export.ipynb #b234ba52
 from __future__ import annotations
-import datetime, json, shutil
+import datetime, json, os, shutil
+from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 import numpy as np
-import onnxruntime as ort
 from . import __version__
 from .images import IMG_SIZE, STATS, cache_dir, load_rgb
 
 # %% auto #0
-__all__ = ['OPSET', 'DEFAULT_MODEL', 'PROVIDERS', 'model_metadata', 'export_onnx', 'provider_options', 'load_session',
-           'OnnxClassifier', 'check_parity', 'model_card', 'ship_model', 'export_cli']
+__all__ = ['OPSET', 'DEFAULT_MODEL', 'PROVIDERS', 'MAX_MODEL_BYTES', 'INPUT_SIZES', 'model_metadata', 'compiler_cache',
+           'export_onnx', 'provider_options', 'load_session', 'model_classes', 'check_graph', 'OnnxClassifier',
+           'check_parity', 'model_card', 'ship_model', 'export_cli']
+
+# %% ../nbs/03_export.ipynb #c6c1e8bb
+@contextmanager
+def _env(key:str, value:str):
+    "Set the environment variable `key` to `value` within the block unless it is set already; restore it after."
+    chosen = key in os.environ
+    if not chosen: os.environ[key] = value
+    try: yield
+    finally:
+        if not chosen: os.environ.pop(key, None)
+
+with _env('ORT_DISABLE_TELEMETRY', '1'): import onnxruntime as ort
 
 # %% ../nbs/03_export.ipynb #972384a8
 OPSET = 21  # ONNX opset of exported models
@@ -33,35 +46,49 @@ def model_metadata(ckpt:dict, results:dict|None=None, dataset:str='Fruits-360 (1
             'normalisation': json.dumps({'mean': STATS[0], 'std': STATS[1], 'scale': 255, 'applied': 'inside the graph'}),
             'architecture': ckpt['spec']['arch'], 'dataset': dataset, 'dataset_version': dataset_version,
             'dataset_license': 'CC BY-SA 4.0, Mihai Oltean, Fruits-360 (https://github.com/fruits-360)',
-            'training_date': results.get('finished_at') or ckpt.get('saved_at', 'unknown'),
+            'training_date': str(results.get('finished_at') or ckpt.get('saved_at', 'unknown')),
             'training': json.dumps({k: results[k] for k in ('epochs', 'best_epoch', 'schedule', 'lr', 'precision', 'device', 'wall_time_s') if k in results}),
             'test_metrics': json.dumps({k: results[k] for k in ('test', 'valid', 'n_test', 'twins') if k in results}),
             'producer': f'fruit360 {__version__}'}
 
 # %% ../nbs/03_export.ipynb #23aa2c20
-def export_onnx(checkpoint, path, results=None, dataset_version:str='unknown', opset:int=OPSET) -> Path:
+@contextmanager
+def compiler_cache():
+    "Within the block, PyTorch's compiler cache is under `cache_dir()`, not `$TMPDIR` (unless `$TORCHINDUCTOR_CACHE_DIR` is set); the environment is restored after."
+    with _env('TORCHINDUCTOR_CACHE_DIR', str(cache_dir()/'torchinductor')): yield
+
+def export_onnx(checkpoint, path,
+                results=None, # the run's results: its results file (checked to belong to the checkpoint's run), a dict, or None: those in the checkpoint
+                dataset_version:str='unknown', opset:int=OPSET) -> Path:
     "Export the model of `checkpoint` to the ONNX file `path`, with softmax, a dynamic batch axis and metadata."
-    import onnx, torch
-    from fruit360.training import load_checkpoint, ProbabilityModel
-    model, ckpt = load_checkpoint(checkpoint)
-    results = json.loads(Path(results).read_text()) if isinstance(results, (str, Path)) else results
-    example = torch.full((2, IMG_SIZE, IMG_SIZE, 3), 255, dtype=torch.uint8)
-    prog = torch.onnx.export(ProbabilityModel(model).eval(), (example,), input_names=['images'], output_names=['probabilities'],
-                             dynamic_shapes={'images': {0: torch.export.Dim('batch')}}, opset_version=opset, dynamo=True, verbose=False)
+    with compiler_cache():
+        import onnx, torch
+        from fruit360.training import load_checkpoint, run_results, ProbabilityModel
+        model, ckpt = load_checkpoint(checkpoint)
+        if isinstance(results, (str, Path)): results = run_results(checkpoint, ckpt, results)
+        elif results is None: results = ckpt.get('results')
+        example = torch.full((2, IMG_SIZE, IMG_SIZE, 3), 255, dtype=torch.uint8)
+        prog = torch.onnx.export(ProbabilityModel(model).eval(), (example,), input_names=['images'], output_names=['probabilities'],
+                                 dynamic_shapes={'images': {0: torch.export.Dim('batch')}}, opset_version=opset, dynamo=True, verbose=False)
     proto = prog.model_proto
     for k, v in model_metadata(ckpt, results, dataset_version=dataset_version).items():
         proto.metadata_props.add(key=k, value=v)
-    proto.doc_string = f"fruit360 {ckpt['spec']['arch'].split(':')[-1]}: Fruits-360 classifier over {len(ckpt['classes'])} classes"
+    proto.doc_string = f"fruit360 {ckpt['spec']['arch']}: Fruits-360 classifier over {len(ckpt['classes'])} classes"
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     onnx.checker.check_model(proto)
     onnx.save(proto, path)
     return path
 
 # %% ../nbs/03_export.ipynb #c9c87f08
+MAX_MODEL_BYTES = 200 * 2**20  # larger files are refused before ONNX Runtime parses them (fruit360's models are 2 MB)
+
 def provider_options(provider:str) -> dict:
     "ONNX Runtime options fruit360 gives `provider`: TensorRT caches its engines and may use fp16."
     if provider != 'TensorrtExecutionProvider': return {}
     return {'trt_engine_cache_enable': True, 'trt_engine_cache_path': str(cache_dir()/'tensorrt'), 'trt_fp16_enable': True}
+
+def _refused(path, problem:str) -> ValueError:
+    return ValueError(f"model file '{path}' {problem}: pass a model written by fruit360 export")
 
 def load_session(path=None, # an exported .onnx file (default: the model shipped in the package)
                  providers:list[str]|None=None, # execution providers to try, in order (default: `PROVIDERS`)
@@ -70,6 +97,7 @@ def load_session(path=None, # an exported .onnx file (default: the model shipped
     "An ONNX Runtime session for the model at `path` on the first available of `providers`."
     path = Path(path) if path is not None else DEFAULT_MODEL
     if not path.is_file(): raise FileNotFoundError(f"model file '{path}' does not exist: pass an exported .onnx file")
+    if (size := path.stat().st_size) > MAX_MODEL_BYTES: raise _refused(path, f'has {size / 2**20:,.0f} MB, more than a model may ({MAX_MODEL_BYTES / 2**20:.0f} MB)')
     available = ort.get_available_providers()
     chosen = [p for p in (providers or PROVIDERS) if p in available]
     if not chosen: raise ValueError(f"none of the providers {providers} is installed; available: {', '.join(available)}")
@@ -80,19 +108,47 @@ def load_session(path=None, # an exported .onnx file (default: the model shipped
         raise ValueError(f"model file '{path}' is not a loadable ONNX model ({e.__class__.__name__}): re-export it") from None
 
 # %% ../nbs/03_export.ipynb #a876bd19
+INPUT_SIZES = range(16, 1025)  # image sizes (pixels a side) a model may take
+
+def model_classes(path, metadata:dict) -> list[str]:
+    "The class names in the `metadata` of the model file `path`: a JSON list of distinct, non-empty strings."
+    if 'classes' not in metadata: raise _refused(path, 'has no class list in its metadata')
+    try: classes = json.loads(metadata['classes'])
+    except ValueError: raise _refused(path, 'has a class list in its metadata that is not JSON') from None
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c.strip() for c in classes)):
+        raise _refused(path, 'has metadata classes that are not a list of class names')
+    if len(set(classes)) < len(classes): raise _refused(path, 'lists a class twice in its metadata')
+    return classes
+
+def _describe(args) -> str:
+    "The inputs or outputs of a graph, as ONNX Runtime reports them, in one short line."
+    return ', '.join(f'{a.name[:40]!r} {a.type} {a.shape}' for a in args)[:200] or 'nothing'
+
+def check_graph(path, session:ort.InferenceSession, classes:list[str], metadata:dict) -> int:
+    "The image size the model file `path` takes, once its graph is checked to be a fruit360 classifier over `classes`."
+    ins, outs = session.get_inputs(), session.get_outputs()
+    shape = ins[0].shape if len(ins) == 1 else []
+    if len(ins) != 1 or ins[0].name != 'images' or ins[0].type != 'tensor(uint8)' or len(shape) != 4 or shape[3] != 3 or isinstance(shape[0], int):
+        raise _refused(path, f"takes {_describe(ins)}, not uint8 images 'images' [batch, size, size, 3]")
+    size = shape[1]
+    if not (isinstance(size, int) and size == shape[2] and size in INPUT_SIZES):
+        raise _refused(path, f'takes images of {shape[1]} x {shape[2]} pixels, not square ones of {INPUT_SIZES[0]} to {INPUT_SIZES[-1]}')
+    if metadata.get('input_size', str(size)) != str(size):
+        raise _refused(path, f"says input_size {metadata['input_size'][:20]!r} in its metadata, but its graph takes {size} x {size} images")
+    if len(outs) != 1 or outs[0].type != 'tensor(float)' or len(outs[0].shape) != 2:
+        raise _refused(path, f'outputs {_describe(outs)}, not float probabilities [batch, n_classes]')
+    if outs[0].shape[1] != len(classes):
+        raise _refused(path, f'lists {len(classes)} classes but outputs {outs[0].shape[1]} probabilities, so its metadata does not belong to its network')
+    return size
+
 class OnnxClassifier:
     "An exported fruit360 model: classes and metadata from the file, probabilities and answers from ONNX Runtime."
     def __init__(self, path=None, providers:list[str]|None=None, threads:int|None=None):
         self.path = Path(path) if path is not None else DEFAULT_MODEL
         self.session = load_session(self.path, providers, threads)
         self.metadata = self.session.get_modelmeta().custom_metadata_map
-        if 'classes' not in self.metadata: raise ValueError(f"model file '{self.path}' has no class list in its metadata: export it with fruit360")
-        self.classes = json.loads(self.metadata['classes'])
-        n_out = self.session.get_outputs()[0].shape[-1]
-        if n_out != len(self.classes):
-            raise ValueError(f"model file '{self.path}' lists {len(self.classes)} classes but outputs {n_out} probabilities: "
-                             "its metadata does not belong to this network; re-export it")
-        self.size = int(self.metadata.get('input_size', IMG_SIZE))
+        self.classes = model_classes(self.path, self.metadata)
+        self.size = check_graph(self.path, self.session, self.classes, self.metadata)
 
     @property
     def provider(self) -> str: return self.session.get_providers()[0]
@@ -113,9 +169,10 @@ class OnnxClassifier:
 # %% ../nbs/03_export.ipynb #000a0d20
 def check_parity(checkpoint, onnx_file, images:list, bs:int=256) -> dict:
     "Largest probability difference and number of differing predictions between PyTorch and ONNX Runtime on `images`."
-    import torch
-    from fruit360.training import load_checkpoint, ProbabilityModel
-    model, _ = load_checkpoint(checkpoint)
+    with compiler_cache():
+        import torch
+        from fruit360.training import load_checkpoint, ProbabilityModel
+        model, _ = load_checkpoint(checkpoint)
     torch_model, clf = ProbabilityModel(model).eval(), OnnxClassifier(onnx_file, ['CPUExecutionProvider'])
     worst, differ = 0., 0
     for i in range(0, len(images), bs):
@@ -180,9 +237,13 @@ def export_cli(checkpoint:str='models_artifacts/custom_cnn.pth', # a checkpoint 
     checkpoint = Path(checkpoint)
     out = Path(out) if out else checkpoint.with_suffix('.onnx')
     results = checkpoint.with_name(f'{checkpoint.stem}_results.json')
-    data = find_data(data)
-    export_onnx(checkpoint, out, results if results.exists() else None, dataset_version or data.name)
-    parity = check_parity(checkpoint, out, split_items(check_dataset(data), 'Test'))
+    with compiler_cache():
+        from fruit360.training import load_checkpoint, run_results
+        _, ckpt = load_checkpoint(checkpoint)  # a bad checkpoint, or results of another run, before the data is even looked for
+        results = run_results(checkpoint, ckpt, results) if results.exists() else None
+        data = find_data(data)
+        export_onnx(checkpoint, out, results, dataset_version or data.name)
+        parity = check_parity(checkpoint, out, split_items(check_dataset(data), 'Test'))
     print(f"exported {out} ({out.stat().st_size / 1e6:.1f} MB); parity on {parity['n_images']:,} Test images: "
           f"max |p_torch - p_onnx| = {parity['max_abs_diff']:.1e}, {parity['differing_predictions']} differing predictions")
     if parity['max_abs_diff'] > 1e-4 or parity['differing_predictions']: raise ValueError(f'the ONNX model does not match PyTorch: {parity}')

@@ -6,20 +6,22 @@ Docs: https://fruit360.github.io/fruit360/images.html.md"""
 
 # %% ../nbs/00a_images.ipynb #1157e110
 from __future__ import annotations
-import io, os, warnings
+import io, os, stat, struct, warnings
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['IMG_SIZE', 'STATS', 'MAX_PIXELS', 'IMAGE_EXTS', 'cache_dir', 'describe_input', 'to_rgb_on_white', 'open_image',
-           'crop_to_fruit', 'fit_square', 'load_rgb']
+__all__ = ['IMG_SIZE', 'STATS', 'MAX_PIXELS', 'MAX_FILE_BYTES', 'RASTER_FORMATS', 'IMAGE_EXTS', 'cache_dir', 'describe_input',
+           'read_image_bytes', 'image_size', 'to_rgb_on_white', 'open_image', 'crop_to_fruit', 'fit_square', 'load_rgb']
 
 # %% ../nbs/00a_images.ipynb #b1c4f2c0
 IMG_SIZE = 100  # Fruits-360 images are IMG_SIZE x IMG_SIZE
 STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # per-channel mean and std that models normalise with
 MAX_PIXELS = 40_000_000  # larger images are refused as decompression bombs
-IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.gif')
+MAX_FILE_BYTES = 50_000_000  # larger files are refused before they are read
+RASTER_FORMATS = ('JPEG', 'PNG', 'WEBP', 'BMP', 'GIF', 'TIFF')  # the Pillow formats fruit360 decodes; all others are refused
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.gif', '.tif', '.tiff')  # file names of those formats, to find images
 
 # %% ../nbs/00a_images.ipynb #0fe4f6eb
 def cache_dir() -> Path:
@@ -27,48 +29,128 @@ def cache_dir() -> Path:
     return Path(os.environ.get('FRUIT360_CACHE') or Path.home()/'.cache'/'fruit360').expanduser()
 
 # %% ../nbs/00a_images.ipynb #ddc41ca7
+def _printable(s) -> str:
+    "`s` with control characters escaped, so that a name always prints on one line."
+    s = os.fsdecode(s)
+    return s if s.isprintable() else ''.join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
 def describe_input(src) -> str:
     "A short human-readable name for `src`, used in error messages."
-    if isinstance(src, (str, os.PathLike)): return f"'{os.fspath(src)}'"
+    if isinstance(src, (str, os.PathLike)): return f"'{_printable(os.fspath(src))}'"
     if isinstance(src, (bytes, bytearray, memoryview)): return f"<{len(src)} bytes>"
     if isinstance(src, Image.Image): return f"<PIL image {src.mode} {src.size[0]}x{src.size[1]}>"
     if isinstance(src, np.ndarray): return f"<array {src.dtype} {src.shape}>"
     name = getattr(src, 'name', None)
-    return f"'{name}'" if isinstance(name, str) else f"<{type(src).__name__}>"
+    return f"'{_printable(name)}'" if isinstance(name, str) else f"<{type(src).__name__}>"
 
 # %% ../nbs/00a_images.ipynb #c1d326bd
-def _read_bytes(src, name) -> bytes:
-    "The file bytes of a path, bytes or file object `src`."
-    if isinstance(src, (str, os.PathLike)):
-        p = Path(src)
-        if not p.exists(): raise FileNotFoundError(f"{name}: no such file")
-        if p.is_dir(): raise ValueError(f"{name} is a folder, not an image file: pass the image files inside it")
-        return p.read_bytes()
-    if isinstance(src, (bytes, bytearray, memoryview)): return bytes(src)
-    if hasattr(src, 'read'): return src.read()
-    raise TypeError(f"{name}: expected a path, bytes, a file object, a PIL image or an HxWx3 uint8 array")
+def _check_regular(st:os.stat_result, name, max_bytes) -> None:
+    "Refuse anything but a regular file of at most `max_bytes` bytes, from its `os.stat` result `st`."
+    m = st.st_mode
+    if stat.S_ISDIR(m): raise ValueError(f"{name} is a folder, not an image file: pass the image files inside it")
+    kind = ('a pipe (FIFO)' if stat.S_ISFIFO(m) else 'a socket' if stat.S_ISSOCK(m)
+            else 'a device' if stat.S_ISCHR(m) or stat.S_ISBLK(m) else None if stat.S_ISREG(m) else 'not a regular file')
+    if kind: raise ValueError(f"{name} is {kind}, not an image file: pass a regular image file")
+    if st.st_size > max_bytes: raise ValueError(_too_big(name, max_bytes))
+
+def _too_big(name, max_bytes) -> str:
+    return f"{name} is larger than {max_bytes:,} bytes, the limit for an image file: resize or recompress it first"
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0) | getattr(os, 'O_NOCTTY', 0) | getattr(os, 'O_BINARY', 0)
+
+def _read_path(path, name, max_bytes) -> bytes:
+    "The bytes of the regular file at `path`; folders, pipes, devices and files over `max_bytes` are refused unread."
+    if '\0' in os.fsdecode(path): raise ValueError(f"{name} is not a valid file name: it holds a NUL character")
+    try:
+        _check_regular(os.stat(path), name, max_bytes)  # opening a pipe or a device could block or never end
+        with open(os.open(path, _OPEN_FLAGS), 'rb') as f:
+            _check_regular(os.fstat(f.fileno()), name, max_bytes)  # the file opened is the file checked
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name}: no such file" + (" (a broken link)" if os.path.islink(path) else "")) from None
+    except PermissionError: raise PermissionError(f"{name} cannot be read: permission denied") from None
+    except OSError as e: raise OSError(f"{name} cannot be read: {e.strerror or type(e).__name__}") from None
+    if len(data) > max_bytes: raise ValueError(_too_big(name, max_bytes))
+    return data
+
+def read_image_bytes(src, # a path, bytes or a binary file object
+                     name:str|None=None, # what to call `src` in errors (default: `describe_input(src)`)
+                     max_bytes:int=MAX_FILE_BYTES, # refuse files larger than this
+                    ) -> bytes:
+    "The bytes of the image file `src`: only a regular file is read, and only if it holds at most `max_bytes`."
+    name = describe_input(src) if name is None else name
+    if isinstance(src, (str, os.PathLike)): return _read_path(src, name, max_bytes)
+    if isinstance(src, (bytes, bytearray, memoryview)): data = bytes(src)
+    elif hasattr(src, 'read'):
+        data = src.read(max_bytes + 1)
+        if not isinstance(data, bytes): raise TypeError(f"{name} gave text, not bytes: open the file in binary mode ('rb')")
+    else: raise TypeError(f"{name}: expected a path, bytes, a file object, a PIL image or an HxWx3 uint8 array")
+    if len(data) > max_bytes: raise ValueError(_too_big(name, max_bytes))
+    return data
 
 # %% ../nbs/00a_images.ipynb #67ce45b8
-def _decode(data: bytes, name, max_pixels) -> Image.Image:
-    "Decode image file bytes, refusing empty, unknown, truncated and oversized files."
+_JPEG_VARIANTS = ('MPO',)  # Pillow gives the multi-picture JPEGs of phone cameras this format
+_READS = ', '.join({'WEBP': 'WebP'}.get(f, f) for f in RASTER_FORMATS[:-1]) + f' and {RASTER_FORMATS[-1]}'
+
+def _format_of(data: bytes) -> str|None:
+    "The Pillow format whose signature `data` starts with, found by the plugins' prefix checks alone (nothing is parsed)."
+    Image.init()
+    for fmt, (_, accept) in Image.OPEN.items():
+        try: hit = accept is not None and accept(data[:16])
+        except Exception: hit = False
+        if hit and not isinstance(hit, str): return fmt
+    return None
+
+def _refuse_format(fmt, name, sure=True):
+    "Raise a `ValueError` naming `fmt` unless it is one of `RASTER_FORMATS` (or not known)."
+    if fmt is not None and fmt not in RASTER_FORMATS + _JPEG_VARIANTS:
+        what = f"is in {fmt} format" if sure else f"looks like an image in {fmt} format"
+        raise ValueError(f"{name} {what}: fruit360 reads only {_READS} images; convert it to one of these")
+
+def _unreadable(data: bytes, name) -> ValueError:
+    "The error for `data` that none of `RASTER_FORMATS` can open, naming its format when Pillow knows it."
+    fmt = _format_of(data)
+    _refuse_format(fmt, name, sure=False)  # signatures can be shared (a TGA may start like a CUR): hedge
+    if fmt: return ValueError(f"{name} looks like a {fmt} file but cannot be read: it is damaged; re-export or re-download it")
+    return ValueError(f"{name} is not a readable image: fruit360 reads {_READS} images")
+
+# %% ../nbs/00a_images.ipynb #7f4e807d
+def _check_pixels(size, name, max_pixels) -> None:
+    "Refuse an image of `size` (w, h) with no pixels or more than `max_pixels` of them."
+    w, h = size
+    if w * h == 0: raise ValueError(f"{name} has zero size: the image has no pixels")
+    if w * h > max_pixels:
+        raise ValueError(f"{name} is {w}x{h} pixels, over the limit of {max_pixels:,}: "
+                         "resize it first (this guards against decompression bombs)")
+
+def _open_lazy(data: bytes, name, max_pixels) -> Image.Image:
+    "Open `data` as one of `RASTER_FORMATS`, reading its header only; refuse other formats and oversized images."
     if not data: raise ValueError(f"{name} is empty (0 bytes): expected an image file such as a JPEG or PNG")
     with warnings.catch_warnings():
         warnings.simplefilter('error', Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ValueError(f"{name} is {w}x{h} pixels, over the limit of {max_pixels:,}: "
-                                 "resize it first (this guards against decompression bombs)")
-            img.load()
+        try: img = Image.open(io.BytesIO(data), formats=RASTER_FORMATS)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ValueError(f"{name} is over the limit of {max_pixels:,} pixels ({e}): resize it first "
                              "(this guards against decompression bombs)") from None
-        except UnidentifiedImageError as e:
-            raise ValueError(f"{name} is not a readable image ({e.__class__.__name__}): "
-                             "expected a JPEG, PNG, BMP, WebP, TIFF or GIF file") from None
+        except UnidentifiedImageError: raise _unreadable(data, name) from None
         except (OSError, SyntaxError, EOFError) as e:
             raise ValueError(f"{name} is damaged or truncated ({e}): re-export or re-download the file") from None
+    _check_pixels(img.size, name, max_pixels)
+    return img
+
+def image_size(data: bytes, # the bytes of an image file
+               name='image', # what to call it in errors
+               max_pixels:int=MAX_PIXELS # refuse images with more pixels than this
+              ) -> tuple[int, int]:
+    "Width and height of the image file `data`, read from its header only."
+    return _open_lazy(data, name, max_pixels).size
+
+def _decode(data: bytes, name, max_pixels) -> Image.Image:
+    "Decode image file bytes, refusing empty, unknown, truncated and oversized files and formats not in `RASTER_FORMATS`."
+    img = _open_lazy(data, name, max_pixels)
+    try: img.load()
+    except (OSError, SyntaxError, EOFError, ValueError, struct.error) as e:
+        raise ValueError(f"{name} is damaged or truncated ({e}): re-export or re-download the file") from None
     return img
 
 # %% ../nbs/00a_images.ipynb #9ffc9874
@@ -98,11 +180,11 @@ def open_image(src, max_pixels:int=MAX_PIXELS) -> Image.Image:
     "Open `src` (path, bytes, file object, PIL image or uint8 array) as an upright RGB image on white."
     name = describe_input(src)
     if isinstance(src, np.ndarray): img = _from_array(src, name)
-    elif isinstance(src, Image.Image): img = src
-    else: img = _decode(_read_bytes(src, name), name, max_pixels)
-    if 0 in img.size: raise ValueError(f"{name} has zero size: the image has no pixels")
-    if img.size[0] * img.size[1] > max_pixels:
-        raise ValueError(f"{name} is {img.size[0]}x{img.size[1]} pixels, over the limit of {max_pixels:,}: resize it first")
+    elif isinstance(src, Image.Image):
+        _refuse_format(src.format, name)  # before anything loads it: loading an EPS runs Ghostscript
+        img = src
+    else: img = _decode(read_image_bytes(src, name), name, max_pixels)
+    _check_pixels(img.size, name, max_pixels)
     return to_rgb_on_white(ImageOps.exif_transpose(img), name)
 
 # %% ../nbs/00a_images.ipynb #3d77d804

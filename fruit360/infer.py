@@ -6,12 +6,12 @@ Docs: https://fruit360.github.io/fruit360/infer.html.md"""
 
 # %% ../nbs/04_infer.ipynb #fc1effff
 from __future__ import annotations
-import io, json, sys
+import io, json, numbers, sys, threading
 from functools import lru_cache
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from .images import load_rgb, describe_input
+from .images import load_rgb, describe_input, read_image_bytes
 from .export import DEFAULT_MODEL, OnnxClassifier
 
 # %% auto #0
@@ -19,7 +19,13 @@ __all__ = ['get_model', 'predict', 'predict_batch', 'photo_variants', 'predict_c
 
 # %% ../nbs/04_infer.ipynb #11ee0dce
 @lru_cache(maxsize=8)
-def _open_model(path:str) -> OnnxClassifier: return OnnxClassifier(path)
+def _load_model(path:str) -> OnnxClassifier: return OnnxClassifier(path)
+
+_model_lock = threading.Lock()
+
+def _open_model(path:str) -> OnnxClassifier:
+    "The classifier for the model file `path`, loaded once per process however many threads ask for it."
+    with _model_lock: return _load_model(path)
 
 def get_model(model=None) -> OnnxClassifier:
     "The classifier for `model`: None (the shipped model), the path of an exported model, or an `OnnxClassifier`."
@@ -27,19 +33,47 @@ def get_model(model=None) -> OnnxClassifier:
     return _open_model(str(Path(model).resolve() if model is not None else DEFAULT_MODEL))
 
 # %% ../nbs/04_infer.ipynb #8a7dba2a
+def _check_count(name:str, value, none_ok=False):
+    "Refuse a `value` for the parameter `name` that is not a whole number of at least 1 (or None, if `none_ok`)."
+    if value is None and none_ok: return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1{' (or None for all)' if none_ok else ''}, not {value!r}")
+
 def predict(img, # a path, bytes, file object, PIL image or HxWx3 uint8 array
             model=None, # an exported model file or `OnnxClassifier` (default: the shipped model)
             topk:int|None=None, # only the `topk` most probable classes, most probable first
            ) -> dict:
     "The predicted class of `img` and the probability of every class (or of the `topk` most probable)."
+    _check_count('topk', topk, none_ok=True)
     clf = get_model(model)
     return clf.classify(load_rgb(img, clf.size)[None], topk)[0]
 
 # %% ../nbs/04_infer.ipynb #8ed3e1b8
-def predict_batch(imgs:list, model=None, topk:int|None=None, bs:int=64) -> list[dict]:
-    "`predict` for many images, run through the model `bs` at a time."
+def _load_or_error(img, size:int, errors:str):
+    "`img` as a `size` x `size` x 3 array or, when `errors` is 'skip' and it cannot be read, `{'error': why}`."
+    try: return load_rgb(img, size)
+    except (ValueError, OSError, TypeError) as e:
+        if errors == 'raise': raise
+        return {'error': str(e)}
+
+def _classify_chunk(clf:OnnxClassifier, imgs:list, topk, errors:str) -> list[dict]:
+    "The answers for one batch of `imgs`, in order; a bad image's answer is its error when `errors` is 'skip'."
+    loaded = [_load_or_error(im, clf.size, errors) for im in imgs]
+    good = [a for a in loaded if isinstance(a, np.ndarray)]
+    answers = iter(clf.classify(np.stack(good), topk) if good else [])
+    return [next(answers) if isinstance(a, np.ndarray) else a for a in loaded]
+
+def predict_batch(imgs:list, # paths, bytes, file objects, PIL images or arrays
+                  model=None, # an exported model file or `OnnxClassifier` (default: the shipped model)
+                  topk:int|None=None, # only the `topk` most probable classes, most probable first
+                  bs:int=64, # how many images go through the model at once
+                  errors:str='raise', # 'raise': a bad image raises; 'skip': its answer is `{'error': why}`
+                 ) -> list[dict]:
+    "`predict` for many images, run through the model `bs` at a time; one answer per image, in order."
+    _check_count('topk', topk, none_ok=True); _check_count('bs', bs)
+    if errors not in ('raise', 'skip'): raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
     clf, imgs = get_model(model), list(imgs)
-    return [a for i in range(0, len(imgs), bs) for a in clf.classify(np.stack([load_rgb(im, clf.size) for im in imgs[i:i + bs]]), topk)]
+    return [a for i in range(0, len(imgs), bs) for a in _classify_chunk(clf, imgs[i:i + bs], topk, errors)]
 
 # %% ../nbs/04_infer.ipynb #7cf7da67
 def photo_variants(img) -> dict[str, bytes]:
@@ -59,8 +93,9 @@ def _predict_one(img:str, model, topk, url) -> dict:
     "The answer for one image file, locally or from the server at `url`."
     if url is None: return predict(img, model, topk)
     from fruit360.serve import predict_url
-    if not Path(img).is_file(): raise FileNotFoundError(f"'{img}': no such file")
-    return predict_url(url, [img], topk)[0]
+    data = read_image_bytes(img)  # the same checks as a local file: a regular file, not too large
+    try: return predict_url(url, [data], topk)[0]
+    except ValueError as e: raise ValueError(f"{describe_input(img)}: {e}") from None
 
 from fastcore.script import call_parse
 
@@ -72,6 +107,7 @@ def predict_cli(*images:str, # image files to classify
                ):
     "Classify image files: one JSON object per image on stdout; a one-line message per bad file on stderr."
     if not images: print('fruit360 predict: error: give at least one image file', file=sys.stderr); return 2
+    _check_count('--topk', topk, none_ok=True)
     if url is None: get_model(model)  # a broken model file is one error, not one per image
     failed = 0
     for img in images:

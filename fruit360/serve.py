@@ -1,4 +1,4 @@
-"""The exported model as an MLflow pyfunc that takes image files and answers JSON, served over HTTP by `mlflow models serve`.
+"""The exported model as an MLflow pyfunc that takes image files and answers JSON, served over HTTP by uvicorn with MLflow's scoring app.
 
 Docs: https://fruit360.github.io/fruit360/serve.html.md"""
 
@@ -6,50 +6,76 @@ Docs: https://fruit360.github.io/fruit360/serve.html.md"""
 
 # %% ../nbs/03a_serve.ipynb #8a381028
 from __future__ import annotations
-import base64, binascii, json, os, shutil, signal, subprocess, sys, tempfile, urllib.error, urllib.request
+import base64, binascii, errno, json, logging, os, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
+import urllib.error, urllib.request
+from contextvars import ContextVar
+from http import HTTPStatus
 from pathlib import Path
-import numpy as np
-from .images import load_rgb
+import h11, numpy as np
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from .images import image_size, load_rgb
 from .export import DEFAULT_MODEL, OnnxClassifier
 
 # %% auto #0
-__all__ = ['IMAGE_COLUMN', 'MAX_BATCH', 'MAX_IMAGE_BYTES', 'decode_image_b64', 'ServedModel', 'save_mlflow_model',
-           'log_mlflow_model', 'package_cli', 'serve_command', 'serve_env', 'start_server', 'signal_server',
-           'stop_server', 'serve_cli', 'request_body', 'predict_url']
+__all__ = ['IMAGE_COLUMN', 'MAX_BATCH', 'MAX_IMAGE_BYTES', 'MAX_REQUEST_PIXELS', 'LOADER_MODULE', 'MAX_BODY_BYTES',
+           'MAX_JSON_DEPTH', 'MAX_JSON_STRUCTURE', 'HEADER_TIMEOUT', 'BODY_TIMEOUT', 'KEEP_ALIVE', 'MAX_CONNECTIONS',
+           'GRACE', 'WORKERS', 'THREADS', 'MODEL_ENV', 'INVALID_REQUEST', 'STOP_SIGNALS', 'image_bytes_b64',
+           'decode_images_b64', 'ServedModel', 'is_fruit360_model', 'save_mlflow_model', 'log_mlflow_model',
+           'package_cli', 'check_json', 'RequestGuard', 'scoring_app', 'GuardedH11Protocol', 'serve_command',
+           'serve_env', 'start_server', 'signal_server', 'stop_server', 'port_in_use', 'serve_cli', 'request_body',
+           'predict_url']
 
 # %% ../nbs/03a_serve.ipynb #716f5eea
 IMAGE_COLUMN = 'image'
 MAX_BATCH = 64  # images per request
 MAX_IMAGE_BYTES = 20_000_000  # encoded size of one image file
+MAX_REQUEST_PIXELS = 50_000_000  # decoded pixels per request, summed over its images and read from their headers
+LOADER_MODULE = 'fruit360.serve'  # the module MLflow loads fruit360's models with
 
 # %% ../nbs/03a_serve.ipynb #42c7fdf0
+_refusals: ContextVar[list|None] = ContextVar('fruit360_refusals', default=None)
+
 def _bad_request(msg:str):
-    "An exception that MLflow's scoring server turns into an HTTP 400 answer carrying `msg`."
+    "An exception that MLflow's scoring server turns into an HTTP 400 answer carrying `msg` (noted for `RequestGuard` too)."
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+    if (noted := _refusals.get()) is not None: noted.append(msg)
     return MlflowException(msg, error_code=INVALID_PARAMETER_VALUE)
 
-def decode_image_b64(s, i:int=0) -> np.ndarray:
-    "The 100x100x3 uint8 image of base64-encoded image file `s` (image number `i` of a request)."
+def image_bytes_b64(s, i:int=0) -> bytes:
+    "The image file bytes of the base64 string `s` (image number `i` of a request), its length checked first."
     if not isinstance(s, str) or not s: raise ValueError(f"image {i}: expected a non-empty base64 string of an image file")
     if len(s) > MAX_IMAGE_BYTES * 4 // 3 + 4: raise ValueError(f'image {i}: over {MAX_IMAGE_BYTES:,} bytes; send a smaller file')
-    try: data = base64.b64decode(s, validate=True)
+    try: return base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError): raise ValueError(f'image {i}: not valid base64; encode the file bytes with base64') from None
-    return load_rgb(data)
+
+def decode_images_b64(images:list, # base64 strings of image files
+                      max_pixels:int=MAX_REQUEST_PIXELS, # most pixels the images may add up to
+                     ) -> np.ndarray:
+    "The Nx100x100x3 uint8 batch of base64 image files `images`, refused before any decoding if they are too many pixels."
+    files = [image_bytes_b64(s, i) for i, s in enumerate(images)]
+    sizes = [image_size(f, f'image {i}') for i, f in enumerate(files)]
+    if (total := sum(w * h for w, h in sizes)) > max_pixels:
+        raise ValueError(f'the {len(files)} images add up to {total:,} pixels, over the limit of {max_pixels:,} per request: '
+                         'send fewer or smaller images')
+    return np.stack([load_rgb(f, max_pixels=w * h) for f, (w, h) in zip(files, sizes)])
 
 # %% ../nbs/03a_serve.ipynb #df2ef062
 class ServedModel:
     "What MLflow's pyfunc flavour calls: a DataFrame with an `image` column of base64 image files in, answers out."
     def __init__(self, path, threads:int|None=None):
         self.classifier = OnnxClassifier(path, threads=threads)
+        self.decoding = threading.Lock()  # one request decodes at a time: a worker's memory is one request's budget
 
     def predict(self, model_input, params:dict|None=None) -> list[dict]:
         topk = (params or {}).get('topk') or None
+        if topk is not None and topk < 0: raise _bad_request(f'topk is {topk}: pass a positive number, or 0 for all classes')
         if IMAGE_COLUMN not in getattr(model_input, 'columns', ()): raise _bad_request(f"the request has no '{IMAGE_COLUMN}' column")
         images = list(model_input[IMAGE_COLUMN])
         if not images: raise _bad_request('the request holds no images')
         if len(images) > MAX_BATCH: raise _bad_request(f'{len(images)} images in one request; send at most {MAX_BATCH}')
-        try: batch = np.stack([decode_image_b64(s, i) for i, s in enumerate(images)])
+        try:
+            with self.decoding: batch = decode_images_b64(images)
         except (ValueError, OSError) as e: raise _bad_request(str(e)) from None
         return self.classifier.classify(batch, topk)
 
@@ -69,15 +95,37 @@ def _signature_and_example():
     sig = ModelSignature(inputs=Schema([ColSpec('string', IMAGE_COLUMN)]), params=ParamSchema([ParamSpec('topk', 'long', 0)]))
     return sig, example
 
+def is_fruit360_model(path) -> bool:
+    "Whether the folder `path` is an MLflow model that fruit360 saved: its `MLmodel` file names this loader module."
+    import yaml
+    mlmodel = Path(path)/'MLmodel'
+    if not mlmodel.is_file() or mlmodel.stat().st_size > 1_000_000: return False
+    try: meta = yaml.safe_load(mlmodel.read_text())
+    except (yaml.YAMLError, ValueError, OSError): return False
+    pyfunc = (meta.get('flavors') or {}).get('python_function') if isinstance(meta, dict) else None
+    return isinstance(pyfunc, dict) and pyfunc.get('loader_module') == LOADER_MODULE
+
 def save_mlflow_model(onnx_file=None, path='models_artifacts/mlflow_model') -> Path:
-    "Save the exported model `onnx_file` (default: the shipped one) as an MLflow pyfunc model at `path`."
+    "Save the exported model `onnx_file` (default: the shipped one) as an MLflow pyfunc model at `path`, replacing only a fruit360 model."
     import mlflow
-    path, onnx_file = Path(path), Path(onnx_file or DEFAULT_MODEL)
+    path, onnx_file = Path(os.path.abspath(path)), Path(onnx_file or DEFAULT_MODEL)
     OnnxClassifier(onnx_file)  # refuse a broken file before writing anything
-    if path.exists(): shutil.rmtree(path)
-    sig, example = _signature_and_example()
-    mlflow.pyfunc.save_model(path, loader_module='fruit360.serve', data_path=str(onnx_file), signature=sig,
-                             input_example=example, pip_requirements=['fruit360'])
+    replace = path.exists() or path.is_symlink()
+    if replace and (path.is_symlink() or not is_fruit360_model(path)):
+        raise FileExistsError(f"'{path}' exists and is not an MLflow model saved by fruit360; nothing was changed: "
+                              "pass a new folder (or a fruit360 model to replace)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}-', dir=path.parent))  # beside the target: the swap is a rename
+    try:
+        sig, example = _signature_and_example()
+        mlflow.pyfunc.save_model(tmp/'new', loader_module=LOADER_MODULE, data_path=str(onnx_file), signature=sig,
+                                 input_example=example, pip_requirements=['fruit360'])
+        if replace: path.rename(tmp/'old')
+        try: (tmp/'new').rename(path)
+        except OSError:
+            if replace: (tmp/'old').rename(path)
+            raise
+    finally: shutil.rmtree(tmp, ignore_errors=True)  # only the folder made here, with the old model if it was replaced
     return path
 
 # %% ../nbs/03a_serve.ipynb #a69d70c2
@@ -91,7 +139,7 @@ def log_mlflow_model(onnx_file=None, run_id:str|None=None, experiment:str='fruit
     except mlflow.exceptions.MlflowException: run = mlflow.start_run(run_name='package')  # the run lives in another store
     sig, example = _signature_and_example()
     with run:
-        info = mlflow.pyfunc.log_model(name='pyfunc_model', loader_module='fruit360.serve', data_path=str(onnx_file or DEFAULT_MODEL),
+        info = mlflow.pyfunc.log_model(name='pyfunc_model', loader_module=LOADER_MODULE, data_path=str(onnx_file or DEFAULT_MODEL),
                                        signature=sig, input_example=example, pip_requirements=['fruit360'])
     return info.model_uri
 
@@ -100,7 +148,7 @@ from fastcore.script import call_parse, bool_arg
 
 @call_parse
 def package_cli(model:str=None, # an exported .onnx file (default: the shipped model)
-                out:str='models_artifacts/mlflow_model', # where to save the MLflow model
+                out:str='models_artifacts/mlflow_model', # where to save the MLflow model: a new folder, or a fruit360 model to replace
                 results:str='models_artifacts/custom_cnn_results.json', # training results naming the MLflow run to log into
                 log:bool_arg=True, # also log the model to the tracking store ($MLFLOW_TRACKING_URI, else mlflow.db)
                ):
@@ -110,53 +158,215 @@ def package_cli(model:str=None, # an exported .onnx file (default: the shipped m
         run_id = json.loads(Path(results).read_text()).get('mlflow_run_id') if Path(results).exists() else None
         print(f'logged {log_mlflow_model(model, run_id)}')
 
-# %% ../nbs/03a_serve.ipynb #f7384242
-def serve_command(model_dir, host:str='127.0.0.1', port:int=5000, workers:int=1) -> list[str]:
-    "The `mlflow models serve` command line for the MLflow model at `model_dir`."
-    return [sys.executable, '-m', 'mlflow', 'models', 'serve', '-m', str(model_dir), '--env-manager', 'local',
-            '--host', host, '--port', str(port), '--workers', str(workers)]
+# %% ../nbs/03a_serve.ipynb #8a7598d5
+MAX_BODY_BYTES = 64_000_000  # request body; a larger one is answered 413 before it is read
+MAX_JSON_DEPTH = 16  # nesting of JSON arrays and objects (a request needs 4)
+MAX_JSON_STRUCTURE = 10_000  # bytes of JSON outside its strings (a request of 64 images needs under 1,000)
+HEADER_TIMEOUT = 10  # seconds a client has to send the headers of a request
+BODY_TIMEOUT = 60  # seconds it then has to send the body
+KEEP_ALIVE = 5  # seconds an idle connection is kept open between requests
+MAX_CONNECTIONS = 200  # open connections per worker; over it, requests get 503 and new connections are closed
+GRACE = 5  # seconds the requests in flight get to finish when the server stops
+WORKERS, THREADS = 2, 1  # server processes, ONNX Runtime threads per worker
+MODEL_ENV = 'FRUIT360_MODEL_DIR'  # the environment variable that tells `scoring_app` which MLflow model to serve
 
-def serve_env(threads:int|None=None) -> dict:
-    "The environment of the server: this Python's scripts first on `PATH` (MLflow starts `uvicorn`), and the thread limit."
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get('PATH', '')])
-    return {**os.environ, 'PATH': path, **({'FRUIT360_THREADS': str(threads)} if threads else {})}
+# %% ../nbs/03a_serve.ipynb #b505342d
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\Z)', re.S)  # possessive: linear time on any input
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b'[]{}')))
+
+def check_json(body:bytes):
+    "Refuse a JSON body whose structure (all but its strings) is too large, too deep or malformed, without parsing its strings."
+    skeleton = _JSON_STRING.sub(b'""', body)
+    if len(skeleton) > MAX_JSON_STRUCTURE:
+        raise ValueError(f'Invalid input: the JSON holds over {MAX_JSON_STRUCTURE:,} bytes outside its strings; '
+                         f'send at most {MAX_BATCH} images, one base64 string each')
+    depth = deepest = 0
+    for c in skeleton.translate(None, _NOT_BRACKETS):
+        depth += 1 if c in b'[{' else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_JSON_DEPTH: raise ValueError(f'Invalid input: the JSON is nested over {MAX_JSON_DEPTH} levels deep')
+    try: value = json.loads(skeleton)
+    except ValueError as e: raise ValueError(f"Invalid input: the body is not valid JSON ({getattr(e, 'msg', 'not UTF-8')})") from None
+    if not isinstance(value, dict): raise ValueError('Invalid input: expected a JSON object such as {"dataframe_split": ...}')
+
+# %% ../nbs/03a_serve.ipynb #29af7735
+INVALID_REQUEST = ('Invalid input: expected a JSON object {"dataframe_split": {"columns": ["image"], '
+                   '"data": [["<base64 of an image file>"], ...]}}, optionally with "params": {"topk": N}')
+_log = logging.getLogger('uvicorn.error')
+
+class _Refused(Exception):
+    "A request refused with HTTP `status`; the message says what to send instead."
+    def __init__(self, status:int, msg:str): super().__init__(msg); self.status = status
+
+async def _send_error(send, status:int, msg:str):
+    "Answer `status` with a short JSON body (`error_code`, `message`) that holds nothing from the request."
+    body = json.dumps({'error_code': HTTPStatus(status).name, 'message': msg}).encode()
+    await send({'type': 'http.response.start', 'status': status,
+                'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(body)).encode())]})
+    await send({'type': 'http.response.body', 'body': body})
+
+def _check_content_type(headers:dict):
+    "Refuse (415) any `Content-Type` but JSON in UTF-8."
+    mime, _, params = headers.get(b'content-type', b'').decode('latin-1').partition(';')
+    if mime.strip().lower() != 'application/json' or params.replace(' ', '').lower() not in ('', 'charset=utf-8'):
+        raise _Refused(415, 'the content types accepted are application/json (UTF-8): send the request as JSON')
+
+async def _read_body(headers:dict, receive) -> bytes|None:
+    "The request body, refused (413) as soon as it is known to be over `MAX_BODY_BYTES`; None if the client left."
+    too_large = _Refused(413, f'the request body is over {MAX_BODY_BYTES:,} bytes: send fewer or smaller images per request')
+    if int(headers.get(b'content-length', 0)) > MAX_BODY_BYTES: raise too_large
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message['type'] == 'http.disconnect': return None
+        body += message.get('body', b'')
+        if len(body) > MAX_BODY_BYTES: raise too_large
+        if not message.get('more_body'): return bytes(body)
+
+class RequestGuard:
+    "ASGI middleware before MLflow's scoring app: checks `/invocations` requests before MLflow parses them, and answers errors briefly."
+    def __init__(self, app): self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope['type'] != 'http' or (scope['method'], scope['path']) != ('POST', '/invocations'):
+            return await self.app(scope, receive, send)
+        headers = dict(scope['headers'])
+        try:
+            _check_content_type(headers)
+            if (body := await _read_body(headers, receive)) is None: return
+            try: check_json(body)
+            except ValueError as e: raise _Refused(400, str(e)) from None
+        except _Refused as e: return await _send_error(send, e.status, str(e))
+        scope = {**scope, 'headers': [(k, v) for k, v in scope['headers'] if k != b'content-type'] + [(b'content-type', b'application/json')]}
+        await self._invoke(scope, body, receive, send)
+
+    async def _invoke(self, scope, body:bytes, receive, send):
+        "Let MLflow answer `body`; replace an error answer by a short one: the model's own message, else a generic one."
+        status, pending, noted = None, [body], []
+        async def replay(): return {'type': 'http.request', 'body': pending.pop(), 'more_body': False} if pending else await receive()
+        async def send_ok(message):
+            nonlocal status
+            if message['type'] == 'http.response.start': status = message['status']
+            if status is not None and status < 400: await send(message)
+        token = _refusals.set(noted)
+        try: await self.app(scope, replay, send_ok)
+        except Exception as e: _log.warning('MLflow failed on a request (%s); answered 400', type(e).__name__)  # a parse error it missed
+        finally: _refusals.reset(token)
+        if status == 504: await _send_error(send, 504, 'the request took too long: send fewer or smaller images')
+        elif status is None or status >= 400: await _send_error(send, status if status and status < 500 else 400, noted[-1] if noted else INVALID_REQUEST)
+
+def scoring_app(model_dir=None) -> RequestGuard:
+    "MLflow's scoring app for the MLflow model at `model_dir` (default: `$FRUIT360_MODEL_DIR`), behind `RequestGuard`."
+    from mlflow.pyfunc import load_model
+    from mlflow.pyfunc.scoring_server import init
+    return RequestGuard(init(load_model(str(model_dir or os.environ[MODEL_ENV]))))
+
+# %% ../nbs/03a_serve.ipynb #18d23ed7
+class GuardedH11Protocol(H11Protocol):
+    "uvicorn's HTTP/1.1 protocol with deadlines to read the headers and the body of a request, and a cap on connections."
+    _phase = _deadline = None
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        if len(self.connections) > MAX_CONNECTIONS: transport.close()  # refused at once, before it holds a file descriptor long
+        else: self._watch()
+
+    def data_received(self, data:bytes):
+        super().data_received(data)
+        self._watch()
+
+    def connection_lost(self, exc):
+        if self._deadline: self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _watch(self):
+        "Start the clock when the server starts to wait for headers or a body; stop it once the request is read."
+        state = self.conn.their_state
+        phase = 'headers' if state is h11.IDLE else 'body' if state is h11.SEND_BODY else None
+        if phase == self._phase: return
+        if self._deadline: self._deadline.cancel()
+        self._phase = phase
+        self._deadline = phase and self.loop.call_later(HEADER_TIMEOUT if phase == 'headers' else BODY_TIMEOUT, self.transport.close)
+
+# %% ../nbs/03a_serve.ipynb #f7384242
+def serve_command(host:str='127.0.0.1', port:int=5000, workers:int=WORKERS) -> list[str]:
+    "The uvicorn command line that serves `scoring_app` with fruit360's limits."
+    return [sys.executable, '-m', 'uvicorn', f'{LOADER_MODULE}:scoring_app', '--factory', '--http', f'{LOADER_MODULE}:GuardedH11Protocol',
+            '--host', host, '--port', str(port), '--workers', str(workers), '--timeout-keep-alive', str(KEEP_ALIVE),
+            '--limit-concurrency', str(MAX_CONNECTIONS), '--timeout-graceful-shutdown', str(GRACE), '--ws', 'none', '--no-server-header']
+
+def serve_env(model_dir, threads:int=THREADS) -> dict:
+    "The environment of the server: the MLflow model to serve, and the ONNX Runtime thread limit (0: all cores)."
+    return {**os.environ, MODEL_ENV: str(Path(model_dir).resolve()), 'FRUIT360_THREADS': str(threads)}
 
 # %% ../nbs/03a_serve.ipynb #cf379938
-def start_server(model_dir, host:str='127.0.0.1', port:int=5000, workers:int=1, threads:int|None=None, **kwargs) -> subprocess.Popen:
-    "Start `mlflow models serve` on the MLflow model at `model_dir`, in a process group of its own."
-    return subprocess.Popen(serve_command(model_dir, host, port, workers), env=serve_env(threads), start_new_session=True, **kwargs)
+def start_server(model_dir, host:str='127.0.0.1', port:int=5000, workers:int=WORKERS, threads:int=THREADS, **kwargs) -> subprocess.Popen:
+    "Start uvicorn on the MLflow model at `model_dir`, in a process group of its own."
+    return subprocess.Popen(serve_command(host, port, workers), env=serve_env(model_dir, threads), start_new_session=True, **kwargs)
 
 def signal_server(proc:subprocess.Popen, sig=signal.SIGTERM):
     "Send `sig` to the server started by `start_server` and to every process it started."
     try: os.killpg(proc.pid, sig)
     except ProcessLookupError: pass
 
-def stop_server(proc:subprocess.Popen, timeout:float=20) -> int:
-    "Stop the server started by `start_server` and every process it started; return its exit code."
+def stop_server(proc:subprocess.Popen, timeout:float=GRACE + 5) -> int:
+    "Stop the server started by `start_server` and every process it started (SIGKILL after `timeout` s); return its exit code."
     signal_server(proc)
-    try: return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        signal_server(proc, signal.SIGKILL)
-        return proc.wait()
+    try: code = proc.wait(timeout)
+    except subprocess.TimeoutExpired: code = None
+    signal_server(proc, signal.SIGKILL)  # what is left of the group: workers busy past the grace period
+    return proc.wait() if code is None else code
+
+# %% ../nbs/03a_serve.ipynb #67d310a7
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+def port_in_use(host:str, port:int) -> str|None:
+    "Why a server cannot listen on `host`:`port` (binding as uvicorn does, with `SO_REUSEADDR`), or None when it can."
+    try:
+        family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(addr)
+    except OSError as e: return (f'port {port} on {host} is in use' if e.errno == errno.EADDRINUSE
+                                 else f'cannot listen on {host} port {port}') + f': {e.strerror or e}'
+    return None
+
+class _Stop(Exception): "A signal asked `fruit360 serve` to stop."
+
+def _stop(signum, frame):
+    for s in STOP_SIGNALS: signal.signal(s, signal.SIG_IGN)  # the clean-up that follows runs to its end
+    raise _Stop()
 
 # %% ../nbs/03a_serve.ipynb #9c781077
 @call_parse
 def serve_cli(model:str=None, # an MLflow model folder or an exported .onnx file (default: the shipped model)
               host:str='127.0.0.1', # address to listen on; 0.0.0.0 exposes the service to the network
               port:int=5000, # port to listen on
-              workers:int=2, # server processes
-              threads:int=1, # ONNX Runtime threads per worker (0: all cores)
+              workers:int=WORKERS, # server processes
+              threads:int=THREADS, # ONNX Runtime threads per worker (0: all cores)
              ):
-    "Serve a fruit360 model over HTTP with `mlflow models serve`: POST base64 images to /invocations, get JSON back."
+    "Serve a fruit360 model over HTTP: POST base64 images to /invocations, get JSON back. Ctrl-C, SIGTERM or SIGHUP stop it."
     model = Path(model) if model else DEFAULT_MODEL
     if not model.exists(): raise FileNotFoundError(f"model '{model}' does not exist: pass an MLflow model folder or an .onnx file")
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = model if model.is_dir() else save_mlflow_model(model, Path(tmp)/'mlflow_model')
-        print(f'serving {model} on http://{host}:{port}/invocations (Ctrl-C stops)', flush=True)
-        proc = start_server(model_dir, host, port, workers, threads)
-        signal.signal(signal.SIGTERM, lambda *_: signal_server(proc))  # the wait below then returns
-        try: return proc.wait()
-        except KeyboardInterrupt: stop_server(proc); return 0
+    if why := port_in_use(host, port): raise OSError(f'{why}; stop the server that listens there or pass another --port')
+    handlers = {s: signal.signal(s, _stop) for s in STOP_SIGNALS}
+    try:
+        with tempfile.TemporaryDirectory(prefix='fruit360-serve-') as tmp:
+            model_dir = model if model.is_dir() else save_mlflow_model(model, Path(tmp)/'mlflow_model')
+            proc = None
+            try:
+                proc = start_server(model_dir, host, port, workers, threads)
+                print(f'serving {model} on http://{host}:{port}/invocations (Ctrl-C stops)', flush=True)
+                return proc.wait()
+            finally:
+                for s in STOP_SIGNALS: signal.signal(s, signal.SIG_IGN)
+                if proc: stop_server(proc)
+                for _ in range(50):  # the port is free once the last worker has exited
+                    if not port_in_use(host, port): break
+                    time.sleep(0.1)
+    except _Stop: return 0
+    finally:
+        for s, h in handlers.items(): signal.signal(s, h)
 
 # %% ../nbs/03a_serve.ipynb #a34fee8d
 def request_body(images:list, topk:int|None=None) -> bytes:

@@ -6,7 +6,7 @@ Docs: https://fruit360.github.io/fruit360/training.html.md"""
 
 # %% ../nbs/00b_training.ipynb #9af4b0c9
 from __future__ import annotations
-import datetime, importlib, json, os, platform, time, urllib.error, urllib.request
+import datetime, inspect, json, os, platform, shutil, time, urllib.error, urllib.request
 from pathlib import Path
 import numpy as np, torch
 import matplotlib.pyplot as plt
@@ -25,11 +25,13 @@ import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
 from .images import STATS
 
 # %% auto #0
-__all__ = ['LR', 'SCHEDULE', 'TorchMetric', 'fruit_metrics', 'classification_metrics', 'twin_groups', 'model_spec', 'build_model',
-           'save_checkpoint', 'load_checkpoint', 'ProbabilityModel', 'BestCheckpoint', 'bf16_supported',
-           'resolve_precision', 'BF16', 'Throughput', 'PlainTensors', 'ProgressBar', 'History', 'fused_adam',
-           'PlateauLR', 'fruit_learner', 'fit_fruit', 'evaluate', 'plot_curves', 'most_confused', 'plot_confusion',
-           'tracking_uri', 'check_tracking', 'use_experiment', 'MLflowMetrics', 'train_model']
+__all__ = ['ARCHITECTURES', 'LEGACY_ARCHS', 'MAX_CHECKPOINT_BYTES', 'MAX_RESULTS_BYTES', 'LR', 'SCHEDULE', 'TorchMetric',
+           'fruit_metrics', 'classification_metrics', 'twin_groups', 'register_model', 'check_spec', 'model_spec',
+           'build_model', 'save_checkpoint', 'load_checkpoint', 'run_results', 'ProbabilityModel', 'BestCheckpoint',
+           'bf16_supported', 'resolve_precision', 'BF16', 'Throughput', 'PlainTensors', 'ProgressBar', 'History',
+           'fused_adam', 'PlateauLR', 'fruit_learner', 'fit_fruit', 'evaluate', 'plot_curves', 'most_confused',
+           'plot_confusion', 'tracking_uri', 'check_tracking', 'use_experiment', 'MLflowMetrics', 'check_trainable',
+           'train_model']
 
 # %% ../nbs/00b_training.ipynb #797eb35a
 class TorchMetric(Metric):
@@ -76,34 +78,139 @@ def twin_groups(classes:list[str], twins:dict) -> np.ndarray:
     return np.unique([root(i) for i in range(len(classes))], return_inverse=True)[1]
 
 # %% ../nbs/00b_training.ipynb #e7a762b7
-def model_spec(arch, **kwargs) -> dict:
-    "How to rebuild a model: the import path of `arch` (a class or function) and its arguments."
-    return dict(arch=f'{arch.__module__}:{arch.__qualname__}', kwargs=kwargs)
+ARCHITECTURES = {}  # name -> model class or function: the only models a checkpoint can name (filled by `register_model`)
+_CHECKPOINT_ARGS = {}  # name -> the arguments a checkpoint may set (None: any the constructor takes)
+LEGACY_ARCHS = {'fruit360.custom_cnn:CustomCNN': 'custom_cnn', 'fruit360.baseline:resnet18_baseline': 'resnet18'}  # what older checkpoints stored
+
+def register_model(name:str,
+                   args:tuple|None=None, # the arguments a checkpoint may set (default: all); the others must keep their defaults
+                  ):
+    "Decorator: make the model class or function it decorates buildable from checkpoints that name it `name`."
+    def register(arch):
+        ARCHITECTURES[name], _CHECKPOINT_ARGS[name] = arch, args
+        return arch
+    return register
+
+def _registry() -> dict:
+    "`ARCHITECTURES`, with the networks of fruit360's model chapters registered."
+    from fruit360 import baseline, custom_cnn  # noqa: F401  (fixed modules of this package: importing them registers their models)
+    return ARCHITECTURES
+
+def _plain(v) -> bool:
+    "Whether `v` is plain JSON data: None, bool, int, float, str, and lists and string-keyed dicts of them."
+    if v is None or isinstance(v, (bool, int, float, str)): return True
+    if isinstance(v, (list, tuple)): return all(map(_plain, v))
+    return isinstance(v, dict) and all(isinstance(k, str) and _plain(x) for k, x in v.items())
+
+def check_spec(spec) -> dict:
+    "`spec` (with the registered name) if it names a model of `ARCHITECTURES` with plain arguments that fit it; else `ValueError`."
+    if not (isinstance(spec, dict) and isinstance(spec.get('arch'), str) and isinstance(spec.get('kwargs'), dict)):
+        raise ValueError("the model spec is not {'arch': NAME, 'kwargs': {...}}")
+    archs, kwargs = _registry(), spec['kwargs']
+    name = LEGACY_ARCHS.get(spec['arch'], spec['arch'])
+    if name not in archs: raise ValueError(f"architecture {spec['arch'][:80]!r} is not one of fruit360's models ({', '.join(archs)})")
+    if not _plain(kwargs): raise ValueError(f'the arguments of {name} are not plain JSON data')
+    try: params = inspect.signature(archs[name]).bind(**kwargs).signature.parameters
+    except TypeError as e: raise ValueError(f'the arguments {sorted(kwargs)} do not fit {name} ({e})') from None
+    allowed, empty = _CHECKPOINT_ARGS[name], inspect.Parameter.empty
+    fixed = [k for k, v in kwargs.items() if allowed is not None and k not in allowed and v != getattr(params.get(k), 'default', empty)]
+    if fixed: raise ValueError(f"a checkpoint may not set {', '.join(fixed)} of {name}")
+    return dict(arch=name, kwargs=kwargs)
+
+def model_spec(arch, # a registered name, or the class or function registered
+               **kwargs) -> dict:
+    "How to rebuild a model: the name `arch` is registered under and its arguments."
+    name = arch if isinstance(arch, str) else next((n for n, a in _registry().items() if a is arch), None)
+    if name is None: raise ValueError(f"{getattr(arch, '__qualname__', arch)} is not a registered model: decorate it with register_model(NAME)")
+    return check_spec(dict(arch=name, kwargs=kwargs))
 
 def build_model(spec:dict) -> torch.nn.Module:
-    "The model described by `spec` (see `model_spec`)."
-    mod, name = spec['arch'].split(':')
-    return getattr(importlib.import_module(mod), name)(**spec['kwargs'])
+    "The model described by `spec` (see `model_spec`), built by the registered class or function it names."
+    spec = check_spec(spec)
+    return ARCHITECTURES[spec['arch']](**spec['kwargs'])
 
 # %% ../nbs/00b_training.ipynb #131f746b
+MAX_CHECKPOINT_BYTES = 512 * 2**20  # larger files are refused before they are read (fruit360's checkpoints are 2-45 MB)
+
+def _save_atomic(obj, path:Path) -> Path:
+    "`torch.save` `obj` to `path` through a temporary file beside it, so `path` is always complete."
+    tmp = path.with_name(f'.{path.name}.tmp')
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
 def save_checkpoint(model:torch.nn.Module, path, spec:dict, classes:list[str], **info) -> Path:
     "Write `model`'s weights with its `spec`, `classes` and `info` to `path`, atomically."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f'.{path.name}.tmp')
     saved_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
-    torch.save(dict(spec=spec, classes=list(classes), state_dict=state, saved_at=saved_at, **info), tmp)
-    os.replace(tmp, path)
-    return path
+    return _save_atomic(dict(spec=spec, classes=list(classes), state_dict=state, saved_at=saved_at, **info), path)
+
+def _refused(path, problem:str) -> ValueError:
+    return ValueError(f"checkpoint '{path}' {problem}: pass a checkpoint written by fruit360 train, or train again")
+
+def _read_checkpoint(path:Path) -> dict:
+    "The contents of the checkpoint file `path`, read by PyTorch's weights-only loader once its size is checked."
+    if not path.is_file(): raise FileNotFoundError(f"checkpoint '{path}' does not exist: train a model first (fruit360 train)")
+    if (size := path.stat().st_size) > MAX_CHECKPOINT_BYTES:
+        raise _refused(path, f'has {size / 2**20:,.0f} MB, more than a checkpoint may ({MAX_CHECKPOINT_BYTES / 2**20:.0f} MB)')
+    try: return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # unpickling, zip, EOF and runtime errors, among others
+        raise _refused(path, f'is not a readable PyTorch checkpoint ({e.__class__.__name__})') from None
+
+def _check_contents(path:Path, ckpt) -> dict:
+    "`ckpt` with its spec checked (`check_spec`), if it has the parts of a fruit360 checkpoint; else `ValueError`."
+    if not isinstance(ckpt, dict): raise _refused(path, f'holds a {type(ckpt).__name__}, not a fruit360 checkpoint')
+    if missing := [k for k in ('spec', 'classes', 'state_dict') if k not in ckpt]: raise _refused(path, f"has no {', '.join(missing)}")
+    classes, state = ckpt['classes'], ckpt['state_dict']
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c for c in classes) and len(set(classes)) == len(classes)):
+        raise _refused(path, 'has no list of distinct class names')
+    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+        raise _refused(path, 'has no state dict of named tensors')
+    if not isinstance(ckpt.get('results', {}), dict): raise _refused(path, 'has results that are not a dict')
+    try: spec = check_spec(ckpt['spec'])
+    except ValueError as e: raise _refused(path, f'has an unusable model spec ({e})') from None
+    if (n := spec['kwargs'].get('n_classes', len(classes))) != len(classes): raise _refused(path, f'lists {len(classes)} classes for a model of {n}')
+    return {**ckpt, 'spec': spec}
+
+def _shape_mismatch(model:torch.nn.Module, state:dict) -> str|None:
+    "What differs between the tensors `model` has and those in `state`, if anything."
+    want, have = {k: tuple(v.shape) for k, v in model.state_dict().items()}, {k: tuple(v.shape) for k, v in state.items()}
+    if missing := sorted(want.keys() - have.keys()): return f"lacks weights its model has ({', '.join(missing[:3])})"
+    if extra := sorted(have.keys() - want.keys()): return f"has weights its model lacks ({', '.join(map(repr, extra[:3]))[:120]})"
+    if bad := [k for k in want if want[k] != have[k]]: return f'has {bad[0]} of shape {list(have[bad[0]])}, where its model has {list(want[bad[0]])}'
 
 def load_checkpoint(path) -> tuple[torch.nn.Module, dict]:
-    "The model saved at `path` (in eval mode) and the checkpoint's contents."
+    "The model saved at `path` (in eval mode) and the checkpoint's contents, all checked; a bad file is a `ValueError` naming it."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"checkpoint '{path}' does not exist: train a model first (fruit360 train)")
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    ckpt = _check_contents(path, _read_checkpoint(path))
+    try:
+        with torch.device('meta'): skeleton = build_model(ckpt['spec'])  # shapes only: no memory for the model a file describes
+    except Exception as e: raise _refused(path, f'describes a model that cannot be built ({e.__class__.__name__})') from None
+    if problem := _shape_mismatch(skeleton, ckpt['state_dict']): raise _refused(path, problem)
     model = build_model(ckpt['spec'])
     model.load_state_dict(ckpt['state_dict'])
     return model.eval(), ckpt
+
+# %% ../nbs/00b_training.ipynb #59017d8f
+MAX_RESULTS_BYTES = 16 * 2**20  # larger results files are refused before they are read (fruit360's are 10 kB)
+
+def run_results(checkpoint, ckpt:dict, results) -> dict:
+    "The results file `results` of the run that wrote `checkpoint` (whose contents are `ckpt`); `ValueError` if another run wrote it."
+    results = Path(results)
+    if not results.is_file(): raise FileNotFoundError(f"results file '{results}' does not exist")
+    if results.stat().st_size > MAX_RESULTS_BYTES: raise ValueError(f"results file '{results}' is too large for a fruit360 results file")
+    try: res = json.loads(results.read_bytes())
+    except ValueError as e: raise ValueError(f"results file '{results}' is not JSON ({e.__class__.__name__}): train again") from None
+    if not isinstance(res, dict): raise ValueError(f"results file '{results}' holds no fruit360 results: train again")
+    ours, theirs = ckpt.get('mlflow_run_id'), res.get('mlflow_run_id')
+    if ours is None:
+        raise ValueError(f"checkpoint '{checkpoint}' records no training run, so results file '{results}' cannot be matched to it: "
+                         "train again, or export without the results file (move it away)")
+    if ours != theirs:
+        raise ValueError(f"checkpoint '{checkpoint}' and results file '{results}' come from different runs ({ours} and {str(theirs)[:40]}), "
+                         "as when a run is interrupted: train again, or use the checkpoint with its own results")
+    return res
 
 # %% ../nbs/00b_training.ipynb #ed2c1d78
 class ProbabilityModel(torch.nn.Module):
@@ -335,6 +442,14 @@ def _device_name(device) -> str:
 def _oom_message(bs:int) -> str:
     return f'out of GPU memory at batch size {bs}: try a smaller batch, e.g. --bs {max(1, bs // 2)}'
 
+def check_trainable(dls):
+    "Refuse `dls` whose training set is smaller than one batch (nothing would be trained) or whose validation set is empty."
+    n, bs = len(dls.train_ds), dls.bs
+    if len(dls.train) == 0:
+        raise ValueError(f'the training set has {n} images, fewer than one batch of {bs}, so nothing would be trained: '
+                         f'use a batch size of at most {n} (--bs) or more images')
+    if len(dls.valid_ds) == 0: raise ValueError('the validation set is empty: give the Training split more images per class')
+
 # %% ../nbs/00b_training.ipynb #03b892bd
 def _save_plots(history:list[dict], test:dict, classes:list[str], name:str, plots:Path) -> list[Path]:
     "Save the training curves and the Test confusion matrix of run `name` under `plots`."
@@ -347,36 +462,47 @@ def _save_plots(history:list[dict], test:dict, classes:list[str], name:str, plot
 # %% ../nbs/00b_training.ipynb #7adadd17
 def train_model(name:str, spec:dict, dls, epochs:int=20, lr:float=LR, out='models_artifacts', plots='plots',
                 precision:str='auto', compile:bool=False, experiment:str='fruit360', params:dict|None=None,
-                model:torch.nn.Module|None=None, schedule:str=SCHEDULE) -> dict:
+                model:torch.nn.Module|None=None, schedule:str=SCHEDULE,
+                cbs:list|None=None, # more callbacks for the fit
+               ) -> dict:
     "Train the model of `spec` on `dls` as run `name`, evaluate it, save plots and results, and log it to MLflow."
     import mlflow
+    check_trainable(dls)
     mlflow.set_tracking_uri(check_tracking(tracking_uri()))
     use_experiment(experiment)
     out, plots = Path(out), Path(plots)
     precision = resolve_precision(precision, dls.device)
     learn = fruit_learner(dls, model if model is not None else build_model(spec), lr, precision, compile)
     with mlflow.start_run(run_name=name) as run:
-        mlflow.log_params({**(params or {}), 'model': name, 'epochs': epochs, 'lr': lr, 'schedule': schedule, 'bs': dls.bs,
-                           'n_classes': len(dls.vocab), 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds),
-                           'precision': precision, 'compile': compile})
-        start = time.perf_counter()
-        try: history = fit_fruit(learn, epochs, lr, out/f'{name}.pth', spec, schedule, cbs=[MLflowMetrics()])
-        except torch.OutOfMemoryError: raise MemoryError(_oom_message(dls.bs)) from None
-        wall = time.perf_counter() - start
-        twins = getattr(getattr(dls, 'summary', None), 'twins', None)
-        groups = twin_groups(list(dls.vocab), twins) if twins else None
-        valid, test = evaluate(learn, dls.valid, groups), evaluate(learn, dls.test, groups)
-        scores = lambda m: {k: v for k, v in m.items() if k not in ('confusion', 'n_images')}
-        results = dict(model=name, epochs=epochs, schedule=schedule, lr=lr, best_epoch=int(np.argmax([h['f1_macro'] for h in history])) + 1,
-                       valid=scores(valid), test=scores(test), twins=[list(p) for p in twins or {}],
-                       n_test=test['n_images'], wall_time_s=round(wall, 1), train_images_per_s=round(learn.throughput.images_per_s, 1),
-                       device=_device_name(dls.device), precision=precision,
-                       history=history, classes=list(dls.vocab), mlflow_run_id=run.info.run_id,
-                       finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
-        mlflow.log_metrics({f'test_{k}': v for k, v in results['test'].items()} | {'train_images_per_s': results['train_images_per_s']})
-        (out/f'{name}_results.json').write_text(json.dumps(results, indent=2))
-        for f in [out/f'{name}.pth', out/f'{name}_results.json', *_save_plots(history, test, list(dls.vocab), name, plots)]: mlflow.log_artifact(str(f))
-        learn.model.eval()
-        mlflow.pytorch.log_model(learn.model.float().cpu(), name='model', pip_requirements=['torch', 'fruit360'],
-                                 input_example=dls.valid.one_batch()[0][:1].float().cpu().numpy())
+        run_id, stage = run.info.run_id, out/f'.{name}.{run.info.run_id}'  # the run's own folder until it finishes
+        ckpt_file, results_file = f'{name}.pth', f'{name}_results.json'
+        try:
+            mlflow.log_params({**(params or {}), 'model': name, 'epochs': epochs, 'lr': lr, 'schedule': schedule, 'bs': dls.bs,
+                               'n_classes': len(dls.vocab), 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds),
+                               'precision': precision, 'compile': compile})
+            start = time.perf_counter()
+            try: history = fit_fruit(learn, epochs, lr, stage/ckpt_file, spec, schedule, cbs=[MLflowMetrics(), *(cbs or [])])
+            except torch.OutOfMemoryError: raise MemoryError(_oom_message(dls.bs)) from None
+            wall = time.perf_counter() - start
+            twins = getattr(getattr(dls, 'summary', None), 'twins', None)
+            groups = twin_groups(list(dls.vocab), twins) if twins else None
+            valid, test = evaluate(learn, dls.valid, groups), evaluate(learn, dls.test, groups)
+            scores = lambda m: {k: v for k, v in m.items() if k not in ('confusion', 'n_images')}
+            results = dict(model=name, epochs=epochs, schedule=schedule, lr=lr, best_epoch=int(np.argmax([h['f1_macro'] for h in history])) + 1,
+                           valid=scores(valid), test=scores(test), twins=[list(p) for p in twins or {}],
+                           n_test=test['n_images'], wall_time_s=round(wall, 1), train_images_per_s=round(learn.throughput.images_per_s, 1),
+                           device=_device_name(dls.device), precision=precision,
+                           history=history, classes=list(dls.vocab), mlflow_run_id=run_id,
+                           finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
+            mlflow.log_metrics({f'test_{k}': v for k, v in results['test'].items()} | {'train_images_per_s': results['train_images_per_s']})
+            (stage/results_file).write_text(text := json.dumps(results, indent=2))
+            results = json.loads(text)  # plain JSON data (no NumPy scalars), as the checkpoint can hold it
+            best = torch.load(stage/ckpt_file, map_location='cpu', weights_only=True)
+            _save_atomic({**best, 'mlflow_run_id': run_id, 'results': results}, stage/ckpt_file)
+            for f in [stage/ckpt_file, stage/results_file, *_save_plots(history, test, list(dls.vocab), name, plots)]: mlflow.log_artifact(str(f))
+            learn.model.eval()
+            mlflow.pytorch.log_model(learn.model.float().cpu(), name='model', pip_requirements=['torch', 'fruit360'],
+                                     input_example=dls.valid.one_batch()[0][:1].float().cpu().numpy())
+            for f in (ckpt_file, results_file): os.replace(stage/f, out/f)  # the checkpoint first: see `run_results`
+        finally: shutil.rmtree(stage, ignore_errors=True)  # the run's own folder, and whatever an unfinished run left in it
     return results

@@ -1,9 +1,11 @@
-"The shipped model: one ONNX file that matches the committed PyTorch checkpoint over the whole Test split."
-import json
+"The shipped model: one ONNX file that matches the committed PyTorch checkpoint over the whole Test split; bad files get one line."
+import json, os, subprocess
 from pathlib import Path
 import numpy as np
 import pytest
+from PIL import Image
 from conftest import REAL, needs_real_data
+from helpers import BIN
 from fruit360.data import check_dataset, split_items
 from fruit360.export import DEFAULT_MODEL, OnnxClassifier, check_parity, export_onnx
 from fruit360.infer import predict_batch
@@ -49,15 +51,98 @@ def test_export_has_a_dynamic_batch_axis(tmp_path):
     assert clf.metadata['dataset_version'] == 'test'
 
 
+def clean_env(tmp_path) -> dict:
+    "The environment of a `fruit360` command with an empty $TMPDIR and its own cache; PyTorch's and ONNX Runtime's own settings unset."
+    (tmp_path/'tmpdir').mkdir()
+    drop = ('TORCHINDUCTOR_CACHE_DIR', 'ORT_DISABLE_TELEMETRY')
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, 'TMPDIR': str(tmp_path/'tmpdir'), 'FRUIT360_CACHE': str(tmp_path/'cache')}
+
+
 def test_export_command_checks_parity_before_anything_ships(tmp_path, fixture_data, monkeypatch):
-    import subprocess
-    from helpers import BIN
     from fruit360.custom_cnn import train
     monkeypatch.setenv('MLFLOW_TRACKING_URI', f'sqlite:///{tmp_path}/mlflow.db')
-    train('custom_cnn', epochs=1, bs=16, data=fixture_data, out=tmp_path, plots=tmp_path/'plots')
+    res = train('custom_cnn', epochs=1, bs=16, data=fixture_data, out=tmp_path, plots=tmp_path/'plots')
+    env = clean_env(tmp_path)
     out = subprocess.run([str(BIN/'fruit360'), 'export', '--checkpoint', str(tmp_path/'custom_cnn.pth'), '--data', str(fixture_data),
-                          '--out', str(tmp_path/'m.onnx')], capture_output=True, text=True)
+                          '--out', str(tmp_path/'m.onnx')], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     n_test = len(list((fixture_data/'Test').rglob('*.jpg')))
     assert f'parity on {n_test} Test images' in out.stdout and ', 0 differing predictions' in out.stdout
-    assert OnnxClassifier(tmp_path/'m.onnx').classes == sorted(p.name for p in (fixture_data/'Training').iterdir())
+    clf = OnnxClassifier(tmp_path/'m.onnx')
+    assert clf.classes == sorted(p.name for p in (fixture_data/'Training').iterdir())
+    assert json.loads(clf.metadata['test_metrics'])['test'] == res['test']  # the metadata of the run that wrote the checkpoint
+    img = next((fixture_data/'Test').rglob('*.jpg'))
+    pred = subprocess.run([str(BIN/'fruit360'), 'predict', '--model', str(tmp_path/'m.onnx'), str(img)], capture_output=True, text=True, env=env)
+    assert pred.returncode == 0, pred.stderr
+    assert sorted(os.listdir(env['TMPDIR'])) == []  # no torchinductor_<user>, no ONNX Runtime .ses left behind
+
+
+def run_all(cmds: list[list]) -> list[subprocess.CompletedProcess]:
+    "Run the commands `cmds` side by side; their completed processes, in order."
+    procs = [subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in cmds]
+    outs = [p.communicate() for p in procs]
+    return [subprocess.CompletedProcess(p.args, p.returncode, *o) for p, o in zip(procs, outs)]
+
+
+def assert_one_line_error(out: subprocess.CompletedProcess, path: Path) -> str:
+    "The one line of `out`'s stderr, once it is checked to be an error that names `path`, without a traceback."
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode != 0 and len(lines) == 1 and f"'{path}'" in lines[0] and 'Traceback' not in out.stderr, (out.args, out.stderr)
+    return lines[0]
+
+
+def test_a_bad_checkpoint_is_one_line_before_the_data_is_read(tmp_path):
+    import torch
+    ckpt, data = torch.load(CHECKPOINT, weights_only=True), CHECKPOINT.read_bytes()
+    bad, marker = tmp_path/'bad', tmp_path/'ran'
+    bad.mkdir()
+    for name, content in {'truncated': data[:len(data) // 2], 'empty': b'', 'random': np.random.default_rng(0).bytes(10_000)}.items():
+        (bad/f'{name}.pth').write_bytes(content)
+    torch.save({k: v for k, v in ckpt.items() if k != 'state_dict'}, bad/'keyless.pth')
+    torch.save({**ckpt, 'classes': ckpt['classes'][:-1]}, bad/'classes.pth')
+    torch.save({**ckpt, 'spec': {'arch': 'os:system', 'kwargs': {'command': f'touch {marker}'}}}, bad/'system.pth')
+    (bad/'interrupted.pth').write_bytes(data)  # a finished run's checkpoint beside the results of a later, interrupted run
+    (bad/'interrupted_results.json').write_text(json.dumps({**RESULTS, 'mlflow_run_id': 'another-run'}))
+    files = sorted(bad.glob('*.pth'))
+    outs = run_all([[BIN/'fruit360', 'export', '--checkpoint', f, '--data', tmp_path/'no-data', '--out', tmp_path/'m.onnx'] for f in files])
+    for f, out in zip(files, outs):
+        line = assert_one_line_error(out, f)
+        assert line.startswith(f"fruit360 export: error: checkpoint '{f}'") and 'no-data' not in line, line
+    assert 'interrupted_results.json' in outs[files.index(bad/'interrupted.pth')].stderr
+    assert not marker.exists() and not (tmp_path/'m.onnx').exists()
+
+
+def test_a_bad_model_file_is_one_line(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+    img = tmp_path/'white.png'
+    Image.new('RGB', (100, 100), 'white').save(img)
+    classes = OnnxClassifier().classes
+
+    def with_metadata(name, **changes):
+        m = onnx.load(DEFAULT_MODEL)
+        for p in m.metadata_props:
+            if p.key in changes: p.value = changes[p.key]
+        onnx.save(m, tmp_path/name)
+        return tmp_path/name
+
+    def foreign(name, input='images', dtype=TensorProto.UINT8, shape=('N', 100, 100, 3)):
+        x, y = helper.make_tensor_value_info(input, dtype, shape), helper.make_tensor_value_info('y', dtype, shape)
+        m = helper.make_model(helper.make_graph([helper.make_node('Identity', [input], ['y'])], 'foreign', [x], [y]),
+                              opset_imports=[helper.make_opsetid('', 21)], ir_version=10)
+        m.metadata_props.add(key='classes', value=json.dumps(classes))
+        onnx.save(m, tmp_path/name)
+        return tmp_path/name
+
+    (tmp_path/'truncated.onnx').write_bytes(DEFAULT_MODEL.read_bytes()[:100_000])
+    (tmp_path/'empty.onnx').write_bytes(b'')
+    files = [with_metadata('classes_dict.onnx', classes='{"Apple 10": 0}'), with_metadata('classes_number.onnx', classes='75'),
+             with_metadata('classes_not_json.onnx', classes='[Apple 10'),
+             *[with_metadata(f'size_{n}.onnx', input_size=n) for n in ('0', '50', '60000')],
+             foreign('input_name.onnx', input='x'), foreign('input_dtype.onnx', dtype=TensorProto.FLOAT),
+             foreign('input_shape.onnx', shape=('N', 3, 100, 100)), foreign('outputs.onnx'),
+             foreign('matching_outputs.onnx', input='x', dtype=TensorProto.FLOAT, shape=('N', len(classes))),
+             tmp_path/'truncated.onnx', tmp_path/'empty.onnx']
+    outs = run_all([[BIN/'fruit360', 'predict', '--model', f, img] for f in files])
+    for f, out in zip(files, outs):
+        assert assert_one_line_error(out, f).startswith(f"fruit360 predict: error: model file '{f}'")

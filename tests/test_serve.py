@@ -1,11 +1,11 @@
 "The HTTP service, really started: answers match in-process prediction; bad requests get 4xx and the server stays up."
-import base64, io, json, random, urllib.error, urllib.request
+import base64, http.client, io, json, random, select, socket, time, urllib.error, urllib.request
 from pathlib import Path
 import psutil, pytest
 from PIL import Image
-from helpers import BIN, free_port, running
+from helpers import BIN, free_port, http_post, running
 from fruit360.infer import predict
-from fruit360.serve import MAX_BATCH, predict_url, request_body
+from fruit360.serve import HEADER_TIMEOUT, MAX_BATCH, MAX_BODY_BYTES, MAX_REQUEST_PIXELS, predict_url, request_body
 
 
 @pytest.fixture(scope='module')
@@ -113,3 +113,105 @@ def test_stopping_fruit360_serve_leaves_no_server_behind():
     assert proc.returncode is not None
     gone, alive = psutil.wait_procs([psutil.Process(p) for p in server_pids if psutil.pid_exists(p)], timeout=20)
     assert not alive
+
+
+def png_1bit(w: int, h: int) -> bytes:
+    "A tiny PNG of a blank w x h 1-bit image: a few KB that decode to w*h pixels."
+    buf = io.BytesIO()
+    Image.new('1', (w, h)).save(buf, 'PNG')
+    return buf.getvalue()
+
+
+def assert_short_error(status, answer: bytes, *leaks: bytes):
+    "A 4xx answer of short JSON that holds no stack trace, no file path and none of `leaks` (parts of the request)."
+    assert 400 <= status < 500, (status, answer[:300])
+    assert len(answer) < 1000, answer[:300]
+    assert set(json.loads(answer)) == {'error_code', 'message'}, answer
+    for bad in (b'Traceback', b'File "', b'site-packages', b'.venv', b'/work/', *leaks):
+        assert bad not in answer, (bad, answer)
+
+
+def test_a_request_over_the_pixel_budget_is_refused_from_the_headers(server, images):
+    url, proc = server
+    bomb64 = frame(*[b64(png_1bit(6300, 6300))] * 64)  # 420 KB that decode to 2.5 billion pixels
+    start = time.monotonic()
+    status, answer = post(url, bomb64)
+    assert status == 400 and f'over the limit of {MAX_REQUEST_PIXELS:,} per request' in answer['message'], answer
+    assert time.monotonic() - start < 5
+    assert predict_url(url, images[:1])[0]['class'] == predict(images[0])['class']
+
+
+def test_a_body_over_the_limit_gets_413_before_it_is_read(server):
+    url, proc = server
+    port = int(url.rsplit(':', 1)[1])
+    conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+    conn.putrequest('POST', '/invocations')
+    conn.putheader('Content-Type', 'application/json')
+    conn.putheader('Content-Length', str(200_000_000))
+    conn.endheaders()  # 200 MB announced, not one byte sent
+    r = conn.getresponse()
+    assert_short_error(r.status, r.read())
+    assert r.status == 413
+    conn.close()
+    with socket.create_connection(('127.0.0.1', port), timeout=30) as s:  # no Content-Length: counted as it streams in
+        s.sendall(b'POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n')
+        chunk, sent = b'%x\r\n%s\r\n' % (1_000_000, b'A' * 1_000_000), 0
+        while not select.select([s], [], [], 0)[0] and sent < 2 * MAX_BODY_BYTES:
+            s.sendall(chunk); sent += 1_000_000
+        assert s.recv(100).startswith(b'HTTP/1.1 413 ')
+    assert MAX_BODY_BYTES <= sent < MAX_BODY_BYTES + 10_000_000
+
+
+MARK = b'ECHO_ME_NOT'
+
+def client_errors():
+    "(name, body, headers): requests that MLflow's app answered with a 5xx, a stack trace or an echo of the body."
+    j = {'Content-Type': 'application/json'}
+    return [
+        ('deeply nested JSON', b'[' * 100_000 + MARK, j),
+        ('deep but small JSON', b'{"dataframe_split": ' + b'[' * 900 + b'"' + MARK + b'"' + b']' * 900 + b'}', j),
+        ('no Content-Type', frame(b64(b'x')) + b' ' + MARK, {}),
+        ('malformed text/csv', b'image\n"' + MARK + b'\n,,"\n\x00', {'Content-Type': 'text/csv'}),
+        ('parquet', b'PAR1' + MARK, {'Content-Type': 'application/vnd.apache.parquet'}),
+        ('1 MB of malformed JSON', b'{"dataframe_split": [' + MARK * 100_000, j),
+        ('a 5000-digit number', b'{"dataframe_split": ' + b'7' * 5000 + b', "x": "' + MARK + b'"}', j),
+        ('not UTF-8', b'{"dataframe_split": "\xff\xfe' + MARK + b'"}', j),
+        ('wrong charset', frame(b64(MARK)), {'Content-Type': 'application/json; charset=latin-1'}),
+        ('a list', json.dumps([MARK.decode()]).encode(), j),
+        ('unknown key', json.dumps({MARK.decode(): 1}).encode(), j),
+        ('bad shape', json.dumps({'dataframe_split': {'columns': ['image'], 'data': MARK.decode()}}).encode(), j),
+        ('bad topk', json.dumps({'dataframe_split': {'columns': ['image'], 'data': [['QUJD']]}, 'params': {'topk': MARK.decode()}}).encode(), j),
+        ('negative topk', json.dumps({'dataframe_split': {'columns': ['image'], 'data': [['QUJD']]}, 'params': {'topk': -3}}).encode(), j),
+    ]
+
+
+@pytest.mark.parametrize('name,body,headers', client_errors(), ids=[c[0] for c in client_errors()])
+def test_client_errors_get_a_short_4xx_that_echoes_nothing(server, name, body, headers):
+    url, proc = server
+    status, answer = http_post(f'{url}/invocations', body, headers)
+    assert_short_error(status, answer, MARK)
+    assert proc.poll() is None
+
+
+def closed_by_server(s: socket.socket) -> bool:
+    if not select.select([s], [], [], 0)[0]: return False
+    try: return s.recv(1024) == b''
+    except ConnectionError: return True
+
+
+def test_idle_and_slow_connections_are_closed(server, images):
+    url, proc = server
+    port = int(url.rsplit(':', 1)[1])
+    socks = {name: socket.create_connection(('127.0.0.1', port)) for name in ('idle', 'partial header', 'trickle')}
+    socks['partial header'].sendall(b'POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n')
+    socks['trickle'].sendall(b'POST /invocations HTTP/1.1\r\nX-Slow: ')
+    start, closed = time.monotonic(), {}
+    while len(closed) < len(socks) and time.monotonic() - start < HEADER_TIMEOUT + 10:
+        try: socks['trickle'].sendall(b'a')  # a byte a second does not keep the connection
+        except OSError: pass
+        closed.update({n: time.monotonic() - start for n, s in socks.items() if n not in closed and closed_by_server(s)})
+        time.sleep(1)
+    for s in socks.values(): s.close()
+    assert set(closed) == set(socks), closed
+    assert max(closed.values()) < HEADER_TIMEOUT + 3, closed
+    assert predict_url(url, images[:1])[0]['class'] == predict(images[0])['class']

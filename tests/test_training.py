@@ -5,7 +5,7 @@ from mlflow import MlflowClient
 from helpers import BIN, free_port, running
 from fruit360.custom_cnn import train
 from fruit360.data import make_synthetic_fruits
-from fruit360.training import load_checkpoint, model_spec, train_model
+from fruit360.training import load_checkpoint, model_spec, register_model, train_model
 from fruit360.data import get_dls
 
 
@@ -56,6 +56,7 @@ def test_training_goes_on_past_a_corrupt_image_and_a_one_image_class(tmp_path, m
 
 
 def test_running_out_of_gpu_memory_suggests_a_smaller_batch(fixture_data, tmp_path, monkeypatch):
+    @register_model('greedy')
     class Greedy(torch.nn.Module):
         def __init__(self, n_classes):
             super().__init__()
