@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install train test check-sync readme demo browser
+.PHONY: install train test check-sync readme demo browser docs docs-serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,3 +49,32 @@ check-sync: install
 ## README.md is generated from nbs/index.ipynb.
 readme: install
 	$(BIN)/jupyter nbconvert --log-level=ERROR --to markdown nbs/index.ipynb --output-dir . --output README
+
+## The documentation site in _site/, from the notebooks and without Quarto (nbdev processes, MkDocs Material renders).
+## With Quarto installed, nbdev-docs still builds nbdev's own Quarto site into _docs/.
+docs: install
+	$(BIN)/python tools/build_docs.py --out _site
+
+## Serve the built site for reading at http://127.0.0.1:$(DOCS_PORT)
+DOCS_PORT ?= 8000
+docs-serve: docs
+	$(BIN)/python -m http.server --bind 127.0.0.1 --directory _site $(DOCS_PORT)
+
+## The GPU check (one command on a GPU machine, which has no network and no fastai):
+## `make gpu-pack` here fills $(GPU_DIR) with the wheels it lacks and a sample of the data, and refuses an upload over the limit;
+## `make gpu-check` there installs them offline and runs the gpu tests, the throughput bench and a short training (results
+## in $$GPU_CHECK_OUT, else $$OUT, else $(GPU_DIR)/results). `make test` runs both on the CPU (tests/test_gpu_check.py).
+.PHONY: gpu-pack gpu-check
+GPU_DIR ?= .gpu
+GPU_TRAIN ?= 80
+GPU_TEST ?= 20
+GPU_LIMIT_MIB ?= 60
+GPU_PYTHON ?= python3
+GPU_CHECK_ARGS ?=
+
+gpu-pack:
+	@test -f $(VENV)/.installed || $(MAKE) install
+	$(BIN)/python bench/gpu_pack.py --out $(GPU_DIR) --train $(GPU_TRAIN) --test $(GPU_TEST) --limit-mib $(GPU_LIMIT_MIB)
+
+gpu-check:
+	$(GPU_PYTHON) bench/gpu_check.py --pack $(GPU_DIR) $(GPU_CHECK_ARGS)
