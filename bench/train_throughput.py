@@ -1,72 +1,163 @@
-"""Training throughput of the custom CNN: the plain fastai JPEG pipeline vs the tensor cache, in one run.
+"""Training throughput of the custom CNN: fastai over JPEGs, over the tensor cache, with torch.compile, and a bare PyTorch loop, in one run.
 
-    python bench/train_throughput.py [--data PATH] [--bs 64] [--max-per-class 60] [--epochs 2]
+    python bench/train_throughput.py [--data PATH] [--bs 64 512] [--max-per-class 80] [--epochs 5] [--json PATH]
 
-Prints images/s of three set-ups on the same device, and the ratios:
-- jpeg:   fastai DataBlock decoding JPEGs every batch (`get_dls(cache=False)`, DataLoader workers = cores)
-- cached: the same DataBlock over the uint8 tensor cache on the device (`get_dls(cache=True)`, `TensorDL`)
-- bare:   the network alone on one batch already on the device (no data loading, no fastai): the ceiling
-All three use the training recipe's precision (bf16 where supported), channels-last and, on a GPU, torch.compile.
-The last epoch of each is timed (the first one warms up compilation and the caches).
+For each batch size, training images/s of:
+- jpeg:           fastai `DataBlock` decoding JPEGs every batch (`get_dls(cache=False)`, `--workers` loader processes)
+- cached:         the same over the uint8 tensor cache on the device (`get_dls(cache=True)`, `TensorDL`)
+- cached+compile: the same with `torch.compile` (by default on a GPU only)
+- bare, bare+compile: plain PyTorch on the same cached tensors doing the same work (a shuffled batch, `FruitAugment`,
+  normalisation, forward, loss, backward, fused AdamW) without fastai: the ceiling for the recipe on this device
+All use the recipe's precision (bf16 where supported) and channels-last. Each fastai set-up fits one epoch to warm up
+(compilation, caches; jpeg excepted), then `--epochs` timed epochs (training phases only); the bare loop warms up, then
+runs as many batches. Ratios are to jpeg and to the bare loop of the same batch size.
+Below `--target` images/s on a GPU (or with `--explain yes`), it says where a batch's time goes: the wall time, the GPU's
+kernel time (torch.profiler) and the CPU cost of the fastai loop alone (`bench/loop_overhead.py`'s method), and what
+would close the gap.
 """
-import argparse, os, time, warnings
-import torch
-from fruit360.custom_cnn import CustomCNN
-from fruit360.data import find_data, get_dls
-from fruit360.training import fruit_learner, resolve_precision
-
+import argparse, json, os, time, warnings
 warnings.filterwarnings('ignore')
+import torch
+import torch.nn.functional as F
+from fastai.callback.core import Callback
+from fruit360.custom_cnn import CustomCNN
+from fruit360.data import FruitAugment, find_data, get_dls
+from fruit360.images import STATS
+from fruit360.training import fruit_learner, fused_adam, resolve_precision
+import loop_overhead  # bench/loop_overhead.py, beside this script
+
+TARGET = 45_000  # training images/s of the custom CNN with the full recipe on an H100/H200 (issue 15)
+HINTS = ['a larger batch: the same launches carry more images (compare the batch sizes above)',
+         "CUDA graphs: torch.compile(mode='reduce-overhead') replays a step's kernels with one launch",
+         "one fused augmentation kernel: FruitAugment's flips, rotation, zoom and lighting are dozens of small kernels per batch"]
 
 
-def fastai_images_per_s(dls, epochs, precision, compile):
-    "Training images/s of the last of `epochs` epochs of the custom CNN on `dls` through fastai."
+def sync(device):
+    "Wait for `device`'s queued work (a GPU's kernels run asynchronously)."
+    if device.type == 'cuda': torch.cuda.synchronize(device)
+
+
+def fastai_run(dls, epochs, precision, compile, warmup=True):
+    "The `fruit_learner` of the custom CNN on `dls` and its training images/s over `epochs` epochs (after one to warm up)."
     learn = fruit_learner(dls, CustomCNN(len(dls.vocab)), precision=precision, compile=compile)
+    if len(dls.train) == 0: raise ValueError(f'batch size {dls.bs} exceeds the {len(dls.train_ds)} training images: use a smaller --bs')
     with learn.no_logging(), learn.no_bar():
-        for _ in range(epochs): learn.fit(1)
-    return learn.throughput.images_per_s
+        if warmup: learn.fit(1)
+        learn.fit(epochs)
+    return learn, learn.throughput.images_per_s
 
 
-def bare_images_per_s(n_classes, bs, device, precision, compile, steps=30):
-    "Images/s of forward, backward and Adam steps on one batch already on `device`."
-    model = CustomCNN(n_classes).to(device).to(memory_format=torch.channels_last)
+def bare_images_per_s(dls, steps, precision, compile, warmup=5):
+    "Images/s of a plain PyTorch training loop over `dls.train`'s cached tensors, doing the recipe's work per batch."
+    (x, y), bs, device = dls.train.tensors(), dls.bs, dls.device
+    model = CustomCNN(len(dls.vocab)).to(device).to(memory_format=torch.channels_last)
     if compile: model.compile()
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    x = torch.randn(bs, 3, 100, 100, device=device).to(memory_format=torch.channels_last)
-    y = torch.randint(0, n_classes, (bs,), device=device)
-    bf16 = resolve_precision(precision, device) == 'bf16'
-    def step():
-        with torch.autocast(device.type, torch.bfloat16, enabled=bf16): loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+    opt, aug = fused_adam(list(model.parameters())), FruitAugment()
+    mean, std = (torch.tensor(s, device=device).view(1, 3, 1, 1) for s in STATS)
+    bf16, per_epoch = resolve_precision(precision, device) == 'bf16', len(x) // bs
+    def shuffled():
+        while True: yield from torch.randperm(len(x), device=device)[:per_epoch * bs].view(per_epoch, bs)
+    batches = shuffled()
+    def step(idx):
+        xb = ((aug.lighting(aug.geometry(x[idx].float() / 255)) - mean) / std).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16): loss = F.cross_entropy(model(xb).float(), y[idx])
         opt.zero_grad(); loss.backward(); opt.step()
-    for _ in range(5): step()
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    sync(); start = time.perf_counter()
-    for _ in range(steps): step()
-    sync()
+    for _ in range(warmup): step(next(batches))
+    sync(device); start = time.perf_counter()
+    for _ in range(steps): step(next(batches))
+    sync(device)
     return steps * bs / (time.perf_counter() - start)
+
+
+class KernelTime(Callback):
+    "The GPU's kernel time per training batch over one epoch, from torch.profiler."
+    def before_train(self):
+        self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]); self.prof.start()
+    def after_train(self):
+        sync(self.dls.device); self.prof.stop()
+        gpu = [e for e in self.prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        self.ms = sum(e.time_range.elapsed_us() for e in gpu) / 1e3 / max(self.n_iter, 1)
+
+
+def explain(learn, data, bs, max_per_class, images_per_s) -> dict:
+    "Milliseconds per batch of `learn`'s training: wall, GPU kernels (None without a GPU), the fastai loop's CPU cost alone."
+    gpu_ms = None
+    if learn.dls.device.type == 'cuda':
+        kt = KernelTime()
+        try:
+            with learn.no_logging(), learn.no_bar(): learn.fit(1, cbs=kt)
+            gpu_ms = kt.ms
+        except Exception as e: print(f'  bs {bs}: the GPU kernel time could not be measured: {type(e).__name__}: {e}')
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    try: cpu_ms = loop_overhead.fastai_ms(loop_overhead.shrunk_dls(data, bs, max_per_class, True))
+    finally: torch.set_num_threads(threads)
+    return dict(bs=bs, wall_ms=bs / images_per_s * 1e3, gpu_ms=gpu_ms, cpu_loop_ms=cpu_ms)
+
+
+def add_ratios(rows: list, bs: int):
+    "Give the `rows` of batch size `bs` their ratios to jpeg and to the fastest bare loop."
+    mine = [r for r in rows if r['bs'] == bs]
+    jpeg = next(r['images_per_s'] for r in mine if r['pipeline'] == 'jpeg')
+    bare = max(r['images_per_s'] for r in mine if r['pipeline'].startswith('bare'))
+    for r in mine: r.update(vs_jpeg=r['images_per_s'] / jpeg, of_bare=r['images_per_s'] / bare)
+
+
+def print_explanation(e: dict, recipe: str):
+    "One line: where a batch's time goes."
+    gpu = (f"GPU kernels {e['gpu_ms']:.2f} ms ({e['gpu_ms'] / e['wall_ms']:.0%} busy)" if e['gpu_ms'] is not None
+           else 'GPU kernels: no GPU')
+    print(f"  where a batch of {e['bs']} goes ({recipe}): {e['wall_ms']:.2f} ms wall; {gpu}; fastai loop's CPU cost alone {e['cpu_loop_ms']:.2f} ms "
+          f"(bench/loop_overhead.py: allows {e['bs'] / e['cpu_loop_ms'] * 1e3:,.0f} images/s)")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--data', default=None)
-    p.add_argument('--bs', type=int, default=64)
-    p.add_argument('--max-per-class', type=int, default=60, help='images per class (None: all)')
-    p.add_argument('--epochs', type=int, default=2)
+    p.add_argument('--data', default=None, help='Fruits-360 folder (default: $FRUIT360_DATA, else the cached download)')
+    p.add_argument('--bs', type=int, nargs='+', default=[64, 512], help='batch sizes')
+    p.add_argument('--max-per-class', type=int, default=80, help='images per class (0: all)')
+    p.add_argument('--epochs', type=int, default=5, help='timed epochs of the cached set-ups')
+    p.add_argument('--jpeg-epochs', type=int, default=1, help='timed epochs of the JPEG set-up')
+    p.add_argument('--steps', type=int, default=None, help="timed steps of the bare loop (default: --epochs epochs' worth)")
+    p.add_argument('--workers', type=int, default=os.cpu_count(), help='JPEG decoding processes')
     p.add_argument('--precision', default='auto')
-    p.add_argument('--compile', choices=['auto', 'yes', 'no'], default='auto')
+    p.add_argument('--compile', choices=['auto', 'yes', 'no'], default='auto', help='add the compiled set-ups (auto: on a GPU)')
+    p.add_argument('--target', type=float, default=TARGET, help='images/s the recipe should reach on a GPU')
+    p.add_argument('--explain', choices=['auto', 'yes', 'no'], default='auto', help='where the time goes (auto: on a GPU below --target)')
+    p.add_argument('--json', default=None, help='write the results here (rewritten after each set-up)')
     a = p.parse_args()
-    data = find_data(a.data)
+    data, mpc = find_data(a.data), a.max_per_class or None
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    compile = device.type == 'cuda' if a.compile == 'auto' else a.compile == 'yes'
-    kw = dict(bs=a.bs, max_per_class=a.max_per_class, device=device)
-    jpeg = fastai_images_per_s(get_dls(data, cache=False, num_workers=os.cpu_count(), **kw), a.epochs, a.precision, compile)
-    dls = get_dls(data, cache=True, **kw)
-    cached = fastai_images_per_s(dls, a.epochs, a.precision, compile)
-    bare = bare_images_per_s(len(dls.vocab), a.bs, device, a.precision, compile)
+    compiles = [False, True] if (device.type == 'cuda' if a.compile == 'auto' else a.compile == 'yes') else [False]
     name = torch.cuda.get_device_name() if device.type == 'cuda' else f'CPU, {os.cpu_count()} cores'
-    print(f'device: {name}; batch {a.bs}; {len(dls.train_ds):,} training images; compile={compile}; {resolve_precision(a.precision, device)}')
-    print(f'{"pipeline":<10}{"images/s":>12}{"vs jpeg":>10}')
-    for label, v in [('jpeg', jpeg), ('cached', cached), ('bare', bare)]:
-        print(f'{label:<10}{v:>12,.0f}{v / jpeg:>9.2f}x')
-
+    res = dict(device=name, precision=resolve_precision(a.precision, device), target=a.target, rows=[], explain=[], hints=[])
+    def save():
+        if a.json: open(a.json, 'w').write(json.dumps(res, indent=1))
+    def add(bs, pipeline, ips):
+        res['rows'].append(dict(bs=bs, pipeline=pipeline, images_per_s=ips)); save()
+        print(f'{bs:>6}  {pipeline:<16}{ips:>12,.0f}', flush=True)
+    print(f'device: {name}; {res["precision"]}, channels-last; target {a.target:,.0f} training images/s', flush=True)
+    print(f'{"bs":>6}  {"pipeline":<16}{"images/s":>12}', flush=True)
+    recipe = 'cached+compile' if True in compiles else 'cached'  # the full recipe: what the target is about
+    for bs in a.bs:
+        dls = get_dls(data, bs=bs, max_per_class=mpc, device=device)
+        res['n_train'] = len(dls.train_ds)
+        for c in compiles:
+            learn, ips = fastai_run(dls, a.epochs, a.precision, c); add(bs, 'cached' + '+compile' * c, ips)
+        jpeg = get_dls(data, bs=bs, max_per_class=mpc, device=device, cache=False, num_workers=a.workers)
+        add(bs, 'jpeg', fastai_run(jpeg, a.jpeg_epochs, a.precision, False, warmup=False)[1])
+        steps = a.steps or a.epochs * (len(dls.train_ds) // bs)
+        for c in compiles: add(bs, 'bare' + '+compile' * c, bare_images_per_s(dls, steps, a.precision, c))
+        add_ratios(res['rows'], bs); save()
+        ips = next(r['images_per_s'] for r in res['rows'] if r['bs'] == bs and r['pipeline'] == recipe)
+        if a.explain == 'yes' or (a.explain == 'auto' and device.type == 'cuda' and ips < a.target):
+            e = explain(learn, data, bs, mpc, ips)
+            res['explain'].append(e); res['hints'] = HINTS; save(); print_explanation(e, recipe)
+    print(f'\n{"bs":>6}  {"pipeline":<16}{"images/s":>12}{"vs jpeg":>10}{"of bare":>10}')
+    for r in res['rows']: print(f"{r['bs']:>6}  {r['pipeline']:<16}{r['images_per_s']:>12,.0f}{r['vs_jpeg']:>9.1f}x{r['of_bare']:>10.0%}")
+    best = max(r['images_per_s'] for r in res['rows'] if r['pipeline'] == recipe)
+    res['recipe_best'] = best; save()
+    print(f"the recipe ({recipe}) at its best: {best:,.0f} training images/s, {'meets' if best >= a.target else 'short of'} "
+          f"the target {a.target:,.0f}")
+    if res['explain']: print('what would close the gap:\n' + '\n'.join(f'  - {h}' for h in HINTS))
 
 if __name__ == '__main__': main()
