@@ -11,7 +11,8 @@ warnings.filterwarnings('ignore')
 import torch
 from fastai.torch_core import set_seed
 from fruit360.custom_cnn import CustomCNN
-from fruit360.data import find_data, get_dls
+from fruit360.data import find_data
+from fruit360.loaders import get_dls
 from fruit360.training import evaluate, fit_fruit, fruit_learner, resolve_precision
 
 

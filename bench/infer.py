@@ -41,8 +41,8 @@ def bench_image(path=None) -> str:
 def model_comparison(checkpoint):
     "ONNX Runtime vs PyTorch eager on the same uint8 batches: batch-1 p50/p99 ms and batch-64 images/s."
     import torch
-    from fruit360.export import OnnxClassifier
-    from fruit360.training import ProbabilityModel, load_checkpoint
+    from fruit360.runtime import OnnxClassifier
+    from fruit360.checkpoint import ProbabilityModel, load_checkpoint
     torch_model = ProbabilityModel(load_checkpoint(checkpoint)[0]).eval()
     clf = OnnxClassifier()
     rows = {}
@@ -72,7 +72,7 @@ def main():
 
     import torch
     from fruit360.images import load_rgb
-    from fruit360.training import ProbabilityModel, load_checkpoint
+    from fruit360.checkpoint import ProbabilityModel, load_checkpoint
     torch_model = ProbabilityModel(load_checkpoint(a.checkpoint)[0]).eval()
     files = [image] * 512
     def torch_batch():

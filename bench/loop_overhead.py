@@ -18,7 +18,8 @@ warnings.filterwarnings('ignore')
 import torch
 from torch import nn
 from fruit360.custom_cnn import CustomCNN
-from fruit360.data import find_data, get_dls
+from fruit360.data import find_data
+from fruit360.loaders import get_dls
 from fruit360.training import fruit_learner, fused_adam
 
 

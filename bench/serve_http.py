@@ -1,19 +1,18 @@
 """The HTTP service under load: single-image requests on loopback at concurrency 1 and 8.
 
-    python bench/serve_http.py [--image PATH] [--seconds 20] [--workers 2] [--threads 1]
+    python -m bench.serve_http [--image PATH] [--seconds 20] [--workers 2] [--threads 1]   (from the project root)
 
-Starts `fruit360 serve` (that is, `mlflow models serve`) on a free loopback port, then, for each concurrency,
+Starts `fruit360 serve` (MLflow's scoring app on uvicorn) on a free loopback port, then, for each concurrency,
 keeps that many client processes sending one-image requests for `--seconds` and prints requests/s, p50 and
 p99 latency, the number of errors and the spread of the per-connection p50 (uvicorn's workers may split
 the keep-alive connections unevenly; the busier worker's connections then wait longer). Beside it, in the
 same run: in-process `predict` calls/s on the same image, and the model alone on ONNX Runtime vs PyTorch
 eager (see bench/infer.py).
 """
-import argparse, http.client, json, multiprocessing as mp, socket, subprocess, sys, time, urllib.request
+import argparse, http.client, multiprocessing as mp, subprocess, sys, time
 from pathlib import Path
 import numpy as np
-sys.path.insert(0, str(Path(__file__).parent))
-from infer import bench_image, model_comparison, rate
+from bench.infer import bench_image, model_comparison, rate
 
 
 def client(port, body, seconds, out):
@@ -54,18 +53,16 @@ def main():
     p.add_argument('--checkpoint', default='models_artifacts/custom_cnn.pth')
     a = p.parse_args()
     from fruit360.infer import predict
-    from fruit360.serve import request_body
+    from fruit360.serve import free_port, request_body, wait_until_up
     image = bench_image(a.image)
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent/'fruit360'), 'serve', '--port', str(port), '--workers', str(a.workers),
                                '--threads', str(a.threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # stops its server on SIGTERM
     try:
-        for _ in range(300):
-            try: urllib.request.urlopen(f'http://127.0.0.1:{port}/ping', timeout=1); break
-            except OSError: time.sleep(0.3)
+        wait_until_up(f'http://127.0.0.1:{port}/ping', server)
         body = request_body([image])
         load(port, body, 2, 2)  # warm up every worker
-        print(f'server: fruit360 serve (mlflow models serve), {a.workers} workers x {a.threads} ONNX Runtime threads; '
+        print(f'server: fruit360 serve (MLflow scoring app on uvicorn), {a.workers} workers x {a.threads} ONNX Runtime threads; '
               f'one {Path(image).stat().st_size:,}-byte image per request; {a.seconds:.0f} s per row')
         print(f'{"concurrency":>11}{"requests/s":>12}{"p50 ms":>9}{"p99 ms":>9}{"errors":>8}  p50 per connection, ms')
         for c in (1, 8):

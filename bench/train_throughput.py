@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from fastai.callback.core import Callback
 from fruit360.custom_cnn import CustomCNN
-from fruit360.data import FruitAugment, find_data, get_dls
+from fruit360.augment import FruitAugment
+from fruit360.data import find_data
+from fruit360.loaders import get_dls
 from fruit360.images import STATS
 from fruit360.training import fruit_learner, fused_adam, resolve_precision
 import loop_overhead  # bench/loop_overhead.py, beside this script

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 import torch, torch.nn as nn
 from torchvision.models import resnet18, ResNet18_Weights
-from .training import register_model
 
 # %% auto #0
 __all__ = ['IMAGENET_WEIGHTS', 'resnet18_weights_file', 'imagenet_resnet18', 'resnet18_baseline']
@@ -36,7 +35,6 @@ def imagenet_resnet18(weights_path=None) -> nn.Module:
                                 "or pass weights_path=FILE (fruit360 train --weights FILE), or use pretrained=False") from None
 
 # %% ../nbs/01_baseline.ipynb #352f882a
-@register_model('resnet18', args=('n_classes',))  # the weights come from the checkpoint: it may not ask for ImageNet's
 def resnet18_baseline(n_classes:int, pretrained:bool=False, weights_path=None) -> nn.Module:
     "ResNet18 with every layer frozen but a new final `Linear` for `n_classes` (ImageNet weights if `pretrained`)."
     model = imagenet_resnet18(weights_path) if pretrained else resnet18(weights=None)

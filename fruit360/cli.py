@@ -7,20 +7,23 @@ Docs: https://fruit360.github.io/fruit360/cli.html.md"""
 # %% ../nbs/05_cli.ipynb #1765da9b
 from __future__ import annotations
 import importlib, sys
+from contextlib import nullcontext
 from fastcore.script import parse_cli
+from .images import compiler_cache
 
 # %% auto #0
-__all__ = ['COMMANDS', 'usage', 'error_message', 'main']
+__all__ = ['COMMANDS', 'USES_TORCH', 'usage', 'error_message', 'main']
 
 # %% ../nbs/05_cli.ipynb #d39062a6
 COMMANDS = {
     'data': ('fruit360.data', 'data_cli', 'check the dataset (downloading it if needed) and print a summary'),
-    'train': ('fruit360.custom_cnn', 'train_cli', 'train a model, evaluate it on Test, track the run in MLflow'),
+    'train': ('fruit360.train', 'train', 'train a model, evaluate it on Test, track the run in MLflow'),
     'export': ('fruit360.export', 'export_cli', 'export a checkpoint to ONNX, check it against PyTorch, ship it'),
     'package': ('fruit360.serve', 'package_cli', 'save an exported model as an MLflow pyfunc model and log it'),
-    'serve': ('fruit360.serve', 'serve_cli', 'serve a model over HTTP (mlflow models serve)'),
+    'serve': ('fruit360.serve', 'serve_cli', "serve a model over HTTP (MLflow's scoring app on uvicorn, with request limits)"),
     'predict': ('fruit360.infer', 'predict_cli', 'classify image files (locally, or with --url on a server)'),
 }
+USES_TORCH = ('train', 'export', 'package')  # commands that import torch (package: through the MLflow helpers of fruit360.train)
 
 # %% ../nbs/05_cli.ipynb #334b2db5
 def usage() -> str:
@@ -41,9 +44,11 @@ def main(argv:list[str]|None=None):
     mod, fn, _ = COMMANDS[argv[0]]
     sys.argv = [f'fruit360 {argv[0]}', *argv[1:]]
     try:
-        cmd = getattr(importlib.import_module(mod), fn)
-        pargs, kwargs, _ = parse_cli(cmd)
-        return cmd(*pargs, **kwargs)
+        with compiler_cache() if argv[0] in USES_TORCH else nullcontext():  # torch's compiler cache not in $TMPDIR
+            cmd = getattr(importlib.import_module(mod), fn)
+            pargs, kwargs, _ = parse_cli(cmd)
+            code = cmd(*pargs, **kwargs)
+        return code if isinstance(code, int) else 0  # a command that returns its results (a dict) or nothing succeeded
     except (ValueError, OSError, MemoryError) as e:  # bad input: say what is wrong, without a traceback
         print(f'fruit360 {argv[0]}: error: {error_message(e)}', file=sys.stderr); return 1
     except KeyboardInterrupt: print(f'fruit360 {argv[0]}: interrupted', file=sys.stderr); return 130

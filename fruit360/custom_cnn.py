@@ -6,23 +6,16 @@ Docs: https://fruit360.github.io/fruit360/custom_cnn.html.md"""
 
 # %% ../nbs/02_custom_cnn.ipynb #d33e324c
 from __future__ import annotations
-import json
-from pathlib import Path
 import torch, torch.nn as nn
-from fastcore.script import call_parse, bool_arg
-from .data import get_dls
-from .training import LR, SCHEDULE, ARCHITECTURES, register_model, model_spec, train_model, check_tracking, tracking_uri
-from .baseline import resnet18_baseline
 
 # %% auto #0
-__all__ = ['EPOCHS', 'conv_block', 'CustomCNN', 'train', 'results_table', 'train_cli']
+__all__ = ['conv_block', 'CustomCNN']
 
 # %% ../nbs/02_custom_cnn.ipynb #d1fe62aa
 def conv_block(ni:int, nf:int) -> nn.Sequential:
     "3x3 convolution, batch norm, ReLU, 2x2 max pooling: `ni` channels in, `nf` out, half the resolution."
     return nn.Sequential(nn.Conv2d(ni, nf, 3, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True), nn.MaxPool2d(2))
 
-@register_model('custom_cnn')
 class CustomCNN(nn.Module):
     "Four `conv_block`s (`body`), then global average pooling, dropout and a linear layer over `n_classes` (`head`)."
     def __init__(self, n_classes:int, channels:tuple=(32, 64, 128, 256), dropout:float=0.3):
@@ -30,68 +23,3 @@ class CustomCNN(nn.Module):
         self.body = nn.Sequential(*[conv_block(ni, nf) for ni, nf in zip((3, *channels[:-1]), channels)])
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels[-1], n_classes))
     def forward(self, x): return self.head(self.body(x))
-
-# %% ../nbs/02_custom_cnn.ipynb #1d41c0a2
-EPOCHS = {'custom_cnn': 20, 'resnet18': 5}  # the models `train` trains (registered as `fruit360.training.ARCHITECTURES`), and their epochs
-
-# %% ../nbs/02_custom_cnn.ipynb #e242ef9b
-def train(model:str='custom_cnn', # custom_cnn or resnet18
-          epochs:int|None=None, # default: 20 for custom_cnn, 5 for resnet18
-          bs:int=64, lr:float=LR,
-          schedule:str=SCHEDULE, # onecycle (default) or plateau (the design's Adam 1e-3 + ReduceLROnPlateau)
-          data=None, # Fruits-360 folder (default: $FRUIT360_DATA, else the cached download)
-          max_per_class:int|None=None, # at most this many images per class and split, for quick runs
-          seed:int=42, out='models_artifacts', plots='plots',
-          precision:str='auto', # bf16, fp32 or auto (bf16 where the device supports it)
-          compile:bool|None=None, # torch.compile the model; default: on a GPU only
-          pretrained:bool=True, # resnet18 only: start from ImageNet weights
-          weights=None, # resnet18 only: a local file of ImageNet weights
-          cache:bool=True, # decode the dataset once into a tensor on the device
-          experiment:str='fruit360', # MLflow experiment
-         ) -> dict:
-    "Train `model` on Fruits-360, evaluate it on Test, and track the run in MLflow; return the results."
-    from fastai.torch_core import set_seed
-    if model not in EPOCHS: raise ValueError(f"unknown model '{model}': choose one of {', '.join(EPOCHS)}")
-    check_tracking(tracking_uri())  # an unreachable tracking server is reported before the data is even read
-    set_seed(seed, reproducible=True)
-    dls = get_dls(data, bs=bs, seed=seed, max_per_class=max_per_class, cache=cache)
-    n = len(dls.vocab)
-    extra = dict(pretrained=pretrained, weights_path=weights) if model == 'resnet18' else {}
-    spec = model_spec(model, n_classes=n)
-    compile = dls.device.type == 'cuda' if compile is None else compile
-    return train_model(model, spec, dls, epochs or EPOCHS[model], lr, out, plots, precision, compile, experiment,
-                       params=dict(seed=seed, max_per_class=max_per_class, data=str(dls.summary.path), **extra),
-                       model=ARCHITECTURES[model](n, **extra), schedule=schedule)
-
-# %% ../nbs/02_custom_cnn.ipynb #4cfba0ee
-def results_table(results:dict) -> str:
-    "A Markdown table of a run's validation and Test metrics (plain, and with twin classes as one), epochs, time, speed, device."
-    r = results
-    merged = lambda m: f"{m['accuracy_twins_merged']:.4f} / {m['f1_macro_twins_merged']:.4f}" if 'accuracy_twins_merged' in m else 'no twins'
-    return ('| model | split | accuracy | macro-F1 | twins as one: accuracy / macro-F1 | epochs (best) | wall time | train images/s | device |\n'
-            '|---|---|---|---|---|---|---|---|---|\n' + '\n'.join(
-            f"| {r['model']} | {s} | {r[k]['accuracy']:.4f} | {r[k]['f1_macro']:.4f} | {merged(r[k])} | {r['epochs']} ({r['best_epoch']}) "
-            f"| {r['wall_time_s'] / 60:.1f} min | {r['train_images_per_s']:,.0f} | {r['device']}, {r['precision']} |"
-            for s, k in (('validation', 'valid'), ('Test', 'test'))))
-
-@call_parse
-def train_cli(model:str='custom_cnn', # custom_cnn or resnet18
-              epochs:int=None, # default: 20 for custom_cnn, 5 for resnet18
-              bs:int=64, # batch size
-              lr:float=LR, # (peak) learning rate of Adam
-              schedule:str=SCHEDULE, # onecycle, or plateau (constant lr divided by 5 when the validation loss stalls)
-              data:str=None, # Fruits-360 folder (default: $FRUIT360_DATA, else the cached download)
-              max_per_class:int=None, # at most this many images per class and split, for quick runs
-              seed:int=42, # random seed
-              out:str='models_artifacts', # where checkpoints and results go
-              plots:str='plots', # where the curves and confusion matrix go
-              precision:str='auto', # bf16, fp32 or auto
-              compile:bool_arg=None, # torch.compile the model (default: on a GPU only)
-              pretrained:bool_arg=True, # resnet18: start from ImageNet weights
-              weights:str=None, # resnet18: local ImageNet weights file
-              cache:bool_arg=True, # decode the dataset once into a tensor on the device
-              experiment:str='fruit360', # MLflow experiment
-             ):
-    "Train a fruit360 model, evaluate it on the Test split and log the run to MLflow."
-    res = train(model, epochs, bs, lr, schedule, data, max_per_class, seed, out, plots, precision, compile, pretrained, weights, cache, experiment)
-    print(results_table(res))

@@ -6,13 +6,13 @@ Docs: https://fruit360.github.io/fruit360/infer.html.md"""
 
 # %% ../nbs/04_infer.ipynb #fc1effff
 from __future__ import annotations
-import io, json, numbers, sys, threading
+import io, json, sys, threading
 from functools import lru_cache
 from pathlib import Path
 import numpy as np
 from PIL import Image
 from .images import load_rgb, describe_input, read_image_bytes
-from .export import DEFAULT_MODEL, OnnxClassifier
+from .runtime import DEFAULT_MODEL, OnnxClassifier, check_count
 
 # %% auto #0
 __all__ = ['get_model', 'predict', 'predict_batch', 'photo_variants', 'predict_cli', 'bars_html', 'FruitDemo', 'demo']
@@ -33,18 +33,12 @@ def get_model(model=None) -> OnnxClassifier:
     return _open_model(str(Path(model).resolve() if model is not None else DEFAULT_MODEL))
 
 # %% ../nbs/04_infer.ipynb #8a7dba2a
-def _check_count(name:str, value, none_ok=False):
-    "Refuse a `value` for the parameter `name` that is not a whole number of at least 1 (or None, if `none_ok`)."
-    if value is None and none_ok: return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1{' (or None for all)' if none_ok else ''}, not {value!r}")
-
 def predict(img, # a path, bytes, file object, PIL image or HxWx3 uint8 array
             model=None, # an exported model file or `OnnxClassifier` (default: the shipped model)
             topk:int|None=None, # only the `topk` most probable classes, most probable first
            ) -> dict:
     "The predicted class of `img` and the probability of every class (or of the `topk` most probable)."
-    _check_count('topk', topk, none_ok=True)
+    check_count('topk', topk, none_ok=True)
     clf = get_model(model)
     return clf.classify(load_rgb(img, clf.size)[None], topk)[0]
 
@@ -70,7 +64,7 @@ def predict_batch(imgs:list, # paths, bytes, file objects, PIL images or arrays
                   errors:str='raise', # 'raise': a bad image raises; 'skip': its answer is `{'error': why}`
                  ) -> list[dict]:
     "`predict` for many images, run through the model `bs` at a time; one answer per image, in order."
-    _check_count('topk', topk, none_ok=True); _check_count('bs', bs)
+    check_count('topk', topk, none_ok=True); check_count('bs', bs)
     if errors not in ('raise', 'skip'): raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
     clf, imgs = get_model(model), list(imgs)
     return [a for i in range(0, len(imgs), bs) for a in _classify_chunk(clf, imgs[i:i + bs], topk, errors)]
@@ -107,7 +101,7 @@ def predict_cli(*images:str, # image files to classify
                ):
     "Classify image files: one JSON object per image on stdout; a one-line message per bad file on stderr."
     if not images: print('fruit360 predict: error: give at least one image file', file=sys.stderr); return 2
-    _check_count('--topk', topk, none_ok=True)
+    check_count('--topk', topk, none_ok=True)
     if url is None: get_model(model)  # a broken model file is one error, not one per image
     failed = 0
     for img in images:

@@ -1,29 +1,10 @@
 "Starting real servers on free loopback ports for the tests."
-import http.client, socket, subprocess, sys, tempfile, time, urllib.parse, urllib.request
+import http.client, socket, subprocess, sys, tempfile, urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
+from fruit360.serve import free_port, wait_until_up  # noqa: F401  (the one way fruit360 starts servers on free ports)
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, proc: subprocess.Popen, timeout: float = 120):
-    "Wait until `url` answers, failing early if `proc` dies."
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f'server exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ""}')
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f'{url} did not answer within {timeout} s')
 
 
 @contextmanager
@@ -33,7 +14,7 @@ def running(cmd: list, ready_url: str, **kw):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, **kw)
     proc.log = log
     try:
-        try: wait_for(ready_url, proc)
+        try: wait_until_up(ready_url, proc)
         except (RuntimeError, TimeoutError) as e:
             log.seek(0)
             raise type(e)(f'{e}\n{log.read()[-5000:]}') from None

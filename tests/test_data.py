@@ -1,6 +1,7 @@
 "The data layer on the real 75-class Fruits-360 subset (skipped without FRUIT360_DATA)."
 from conftest import REAL, needs_real_data
-from fruit360.data import check_dataset, get_dls
+from fruit360.data import check_dataset
+from fruit360.loaders import get_dls
 
 pytestmark = needs_real_data
 

@@ -7,7 +7,8 @@ from PIL import Image
 from conftest import REAL, needs_real_data
 from helpers import BIN
 from fruit360.data import check_dataset, split_items
-from fruit360.export import DEFAULT_MODEL, OnnxClassifier, check_parity, export_onnx
+from fruit360.export import check_parity, export_onnx, model_card
+from fruit360.runtime import DEFAULT_MODEL, OnnxClassifier
 from fruit360.infer import predict_batch
 
 ROOT = Path(__file__).parents[1]
@@ -58,11 +59,15 @@ def clean_env(tmp_path) -> dict:
     return {**{k: v for k, v in os.environ.items() if k not in drop}, 'TMPDIR': str(tmp_path/'tmpdir'), 'FRUIT360_CACHE': str(tmp_path/'cache')}
 
 
-def test_export_command_checks_parity_before_anything_ships(tmp_path, fixture_data, monkeypatch):
-    from fruit360.custom_cnn import train
-    monkeypatch.setenv('MLFLOW_TRACKING_URI', f'sqlite:///{tmp_path}/mlflow.db')
-    res = train('custom_cnn', epochs=1, bs=16, data=fixture_data, out=tmp_path, plots=tmp_path/'plots')
-    env = clean_env(tmp_path)
+def test_train_then_export_commands_check_parity_record_the_split_and_leave_no_temporary_files(tmp_path, fixture_data):
+    env = {**clean_env(tmp_path), 'MLFLOW_TRACKING_URI': f'sqlite:///{tmp_path}/mlflow.db'}
+    train = subprocess.run([str(BIN/'fruit360'), 'train', '--epochs', '1', '--bs', '16', '--data', str(fixture_data), '--out', str(tmp_path),
+                            '--plots', str(tmp_path/'plots')], capture_output=True, text=True, env=env)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert '| custom_cnn | Test |' in train.stdout  # `train` prints its results table
+    assert sorted(os.listdir(env['TMPDIR'])) == []  # no torchinductor_<user>: importing torchvision made it in $TMPDIR
+    res = json.loads((tmp_path/'custom_cnn_results.json').read_text())
+    assert (res['valid_pct'], res['seed']) == (0.15, 42)
     out = subprocess.run([str(BIN/'fruit360'), 'export', '--checkpoint', str(tmp_path/'custom_cnn.pth'), '--data', str(fixture_data),
                           '--out', str(tmp_path/'m.onnx')], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
@@ -71,6 +76,7 @@ def test_export_command_checks_parity_before_anything_ships(tmp_path, fixture_da
     clf = OnnxClassifier(tmp_path/'m.onnx')
     assert clf.classes == sorted(p.name for p in (fixture_data/'Training').iterdir())
     assert json.loads(clf.metadata['test_metrics'])['test'] == res['test']  # the metadata of the run that wrote the checkpoint
+    assert '- **Validation** (15% of Training, seed 42):' in model_card(tmp_path/'m.onnx')  # the split from the metadata
     img = next((fixture_data/'Test').rglob('*.jpg'))
     pred = subprocess.run([str(BIN/'fruit360'), 'predict', '--model', str(tmp_path/'m.onnx'), str(img)], capture_output=True, text=True, env=env)
     assert pred.returncode == 0, pred.stderr

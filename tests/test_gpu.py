@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from fastai.torch_core import TensorImage, set_seed
 from fruit360.custom_cnn import CustomCNN
-from fruit360.data import FruitAugment, get_dls
+from fruit360.augment import FruitAugment
+from fruit360.loaders import get_dls
 from fruit360.training import BF16, fruit_learner, fused_adam
 
 DEVICE = torch.device(os.environ.get('FRUIT360_TEST_DEVICE', 'cuda'))

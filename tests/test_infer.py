@@ -66,11 +66,13 @@ def test_cli_classifies_good_files_and_reports_bad_ones(tmp_path, fixture_data):
     assert "empty.jpg' is empty" in errors[0] and "nope.png': no such file" in errors[1]
     ok = subprocess.run([str(BIN/'fruit360'), 'predict', str(good[0])], capture_output=True, text=True)
     assert ok.returncode == 0 and json.loads(ok.stdout)['class'] == predict(good[0])['class']
+    top = subprocess.run([str(BIN/'fruit360'), 'predict', str(good[0]), str(good[1]), '--topk', '2'], capture_output=True, text=True)
+    assert top.returncode == 0 and [len(json.loads(l)['probabilities']) for l in top.stdout.splitlines()] == [2, 2]
 
 
 def test_cli_refuses_a_model_whose_classes_do_not_fit(tmp_path):
     import onnx
-    from fruit360.export import DEFAULT_MODEL
+    from fruit360.runtime import DEFAULT_MODEL
     m = onnx.load(DEFAULT_MODEL)
     for p in m.metadata_props:
         if p.key == 'classes': p.value = json.dumps(['Apple'])

@@ -161,7 +161,7 @@ def test_a_topk_over_the_class_count_gives_every_class():
 
 def test_threads_that_ask_for_a_model_at_once_load_it_once(tmp_path, monkeypatch):
     import fruit360.infer as infer
-    from fruit360.export import DEFAULT_MODEL, OnnxClassifier
+    from fruit360.runtime import DEFAULT_MODEL, OnnxClassifier
     made = []
     class Counting(OnnxClassifier):
         def __init__(self, *a, **kw):
@@ -175,12 +175,3 @@ def test_threads_that_ask_for_a_model_at_once_load_it_once(tmp_path, monkeypatch
     for t in threads: t.start()
     for t in threads: t.join(60)
     assert len(made) == 1 and len(answers) == 8 and all(a == answers[0] for a in answers)
-
-
-def test_a_training_class_without_test_images_is_named(tmp_path):
-    from fruit360.data import check_dataset, make_synthetic_fruits
-    data = make_synthetic_fruits(tmp_path/'fruits', n_classes=3, n_per_class=4)
-    shutil.rmtree(data/'Test'/'Synthetic 02 Triangle')
-    with pytest.warns(UserWarning, match='classes with no Test images, so their accuracy cannot be measured: Synthetic 02 Triangle'):
-        s = check_dataset(data)
-    assert len(s.classes) == 3

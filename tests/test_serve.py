@@ -1,11 +1,12 @@
 "The HTTP service, really started: answers match in-process prediction; bad requests get 4xx and the server stays up."
-import base64, http.client, io, json, random, select, socket, time, urllib.error, urllib.request
+import base64, http.client, io, json, random, select, socket, subprocess, time, urllib.error, urllib.request
 from pathlib import Path
 import psutil, pytest
 from PIL import Image
 from helpers import BIN, free_port, http_post, running
 from fruit360.infer import predict
-from fruit360.serve import HEADER_TIMEOUT, MAX_BATCH, MAX_BODY_BYTES, MAX_REQUEST_PIXELS, predict_url, request_body
+from fruit360.serve import (HEADER_TIMEOUT, MAX_BATCH, MAX_BODY_BYTES, MAX_REQUEST_PIXELS, port_in_use, predict_url, request_body,
+                            save_mlflow_model, start_server, stop_server, wait_until_up)
 
 
 @pytest.fixture(scope='module')
@@ -103,6 +104,22 @@ def test_request_body_is_what_the_readme_shows(images):
     body = json.loads(request_body(images[:2], topk=2))
     assert body['dataframe_split']['columns'] == ['image'] and body['params'] == {'topk': 2}
     assert base64.b64decode(body['dataframe_split']['data'][1][0]) == Path(images[1]).read_bytes()
+
+
+def test_a_server_started_from_python_answers_as_the_model_does_and_stops(tmp_path):
+    "The whole path from Python, as `03b_serve` describes it: `start_server` on a free port, `predict_url`, `stop_server`."
+    port = free_port()
+    proc = start_server(save_mlflow_model(path=tmp_path/'mlflow_model'), port=port, workers=1, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = wait_until_up(f'http://127.0.0.1:{port}/ping', proc).rsplit('/', 1)[0]
+        img = tmp_path/'white.jpg'
+        Image.new('RGB', (300, 200), 'white').save(img)
+        remote, local = predict_url(url, [img])[0], predict(img)
+        assert remote['class'] == local['class']
+        assert max(abs(remote['probabilities'][k] - p) for k, p in local['probabilities'].items()) < 1e-6
+        with pytest.raises(ValueError, match='is not a readable image'): predict_url(url, [b'not an image'])
+    finally: stop_server(proc)
+    assert port_in_use('127.0.0.1', port) is None
 
 
 def test_stopping_fruit360_serve_leaves_no_server_behind():

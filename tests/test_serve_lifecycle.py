@@ -2,7 +2,7 @@
 import base64, io, json, os, signal, socket, subprocess, threading, time, urllib.error, urllib.request
 import pytest
 from PIL import Image
-from helpers import BIN, free_port, kill_listeners, port_free, wait_for
+from helpers import BIN, free_port, kill_listeners, port_free, wait_until_up
 
 
 def slow_request() -> bytes:
@@ -34,7 +34,7 @@ def servers(tmp_path_factory):
             proc = subprocess.Popen([str(BIN/'fruit360'), 'serve', '--port', str(port)], env={**os.environ, 'TMPDIR': str(tmp)},
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             started[sig] = proc, port, tmp
-        for proc, port, _ in started.values(): wait_for(f'http://127.0.0.1:{port}/ping', proc)
+        for proc, port, _ in started.values(): wait_until_up(f'http://127.0.0.1:{port}/ping', proc)
         yield started
     finally:
         for proc, port, _ in started.values():

@@ -3,10 +3,10 @@ import os, warnings
 import pytest, torch
 from mlflow import MlflowClient
 from helpers import BIN, free_port, running
-from fruit360.custom_cnn import train
 from fruit360.data import make_synthetic_fruits
-from fruit360.training import load_checkpoint, model_spec, register_model, train_model
-from fruit360.data import get_dls
+from fruit360.loaders import get_dls
+from fruit360.checkpoint import model_spec
+from fruit360.train import train, train_model
 
 
 @pytest.fixture
@@ -56,7 +56,6 @@ def test_training_goes_on_past_a_corrupt_image_and_a_one_image_class(tmp_path, m
 
 
 def test_running_out_of_gpu_memory_suggests_a_smaller_batch(fixture_data, tmp_path, monkeypatch):
-    @register_model('greedy')
     class Greedy(torch.nn.Module):
         def __init__(self, n_classes):
             super().__init__()
@@ -65,7 +64,7 @@ def test_running_out_of_gpu_memory_suggests_a_smaller_batch(fixture_data, tmp_pa
     monkeypatch.setenv('MLFLOW_TRACKING_URI', f'sqlite:///{tmp_path}/mlflow.db')
     dls = get_dls(fixture_data, bs=32)
     with pytest.raises(MemoryError, match='at batch size 32: try a smaller batch, e.g. --bs 16'):
-        train_model('greedy', model_spec(Greedy, n_classes=4), dls, epochs=1, out=tmp_path, plots=tmp_path, model=Greedy(4))
+        train_model('greedy', model_spec('custom_cnn', n_classes=4), dls, epochs=1, out=tmp_path, plots=tmp_path, model=Greedy(4))
 
 
 def test_missing_data_is_named(tmp_path, monkeypatch):
