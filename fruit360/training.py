@@ -26,8 +26,8 @@ from .checkpoint import save_checkpoint
 
 # %% auto #0
 __all__ = ['LR', 'SCHEDULE', 'TorchMetric', 'fruit_metrics', 'classification_metrics', 'BestCheckpoint', 'bf16_supported',
-           'resolve_precision', 'BF16', 'Throughput', 'PlainTensors', 'ProgressBar', 'History', 'fused_adam',
-           'PlateauLR', 'fruit_learner', 'fit_fruit', 'evaluate']
+           'resolve_precision', 'BF16', 'leave_autocast', 'Throughput', 'PlainTensors', 'ProgressBar', 'History',
+           'fused_adam', 'PlateauLR', 'fruit_learner', 'fit_fruit', 'evaluate']
 
 # %% ../nbs/02b_training.ipynb #797eb35a
 class TorchMetric(Metric):
@@ -95,14 +95,27 @@ def resolve_precision(precision:str, device) -> str:
     return 'bf16' if precision == 'bf16' or (precision == 'auto' and bf16_supported(device)) else 'fp32'
 
 class BF16(Callback):
-    "Run the forward pass under bfloat16 autocast on the data's device."
+    "Run the forward pass under bfloat16 autocast on the data's device, and leave it however the batch ends."
     order = 10
+    autocast = None  # the entered autocast context, until it is left
     def before_batch(self):
+        self.leave()
         self.autocast = torch.autocast(self.dls.device.type, dtype=torch.bfloat16)
         self.autocast.__enter__()
+    def leave(self):
+        "Exit the autocast context if it is still entered."
+        ctx, self.autocast = self.autocast, None
+        if ctx is not None: ctx.__exit__(None, None, None)
     def after_pred(self):
-        self.autocast.__exit__(None, None, None)
+        self.leave()
         self.learn.pred = self.pred.float()
+    def after_cancel_batch(self): self.leave()
+    def after_batch(self): self.leave()
+
+def leave_autocast(learn:Learner):
+    "Leave the autocast of `learn`'s `BF16` callback, which a forward pass that raised left entered."
+    for cb in learn.cbs:
+        if isinstance(cb, BF16): cb.leave()
 
 # %% ../nbs/02b_training.ipynb #74fa4a4c
 class Throughput(Callback):
@@ -190,13 +203,16 @@ def fit_fruit(learn:Learner, epochs:int, lr:float=LR, checkpoint=None, spec:dict
     "Fit `learn` for `epochs`, keeping the best checkpoint by macro-F1 at `checkpoint`; return the `History` rows."
     history = History()
     cbs = [history, *([BestCheckpoint(checkpoint, spec or {})] if checkpoint is not None else []), *(cbs or [])]
-    if schedule == 'plateau': learn.fit(epochs, lr, cbs=[PlateauLR(patience), *cbs])
-    elif schedule == 'onecycle': learn.fit_one_cycle(epochs, lr, cbs=cbs)
-    else: raise ValueError(f"schedule '{schedule}': use plateau or onecycle")
+    if schedule not in ('plateau', 'onecycle'): raise ValueError(f"schedule '{schedule}': use plateau or onecycle")
+    try:
+        if schedule == 'plateau': learn.fit(epochs, lr, cbs=[PlateauLR(patience), *cbs])
+        else: learn.fit_one_cycle(epochs, lr, cbs=cbs)
+    finally: leave_autocast(learn)  # a forward pass that raised left it entered
     return history.rows
 
 # %% ../nbs/02b_training.ipynb #e9a17694
 def evaluate(learn:Learner, dl, groups:np.ndarray|None=None) -> dict:
     "Accuracy, macro-F1 and confusion matrix of `learn`'s model on the labelled loader `dl` (and over `groups`)."
-    probs, targs = learn.get_preds(dl=dl)
+    try: probs, targs = learn.get_preds(dl=dl)
+    finally: leave_autocast(learn)
     return classification_metrics(probs.argmax(1), targs, len(learn.dls.vocab), groups)
