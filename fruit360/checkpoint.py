@@ -6,7 +6,7 @@ Docs: https://fruit360.github.io/fruit360/checkpoint.html.md"""
 
 # %% ../nbs/02a_checkpoint.ipynb #597e0d43
 from __future__ import annotations
-import datetime, inspect, json, os
+import copy, datetime, inspect, json, os
 from pathlib import Path
 from typing import Callable, NamedTuple
 import torch
@@ -16,7 +16,8 @@ from .custom_cnn import CustomCNN
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'LEGACY_ARCHS', 'MAX_CHECKPOINT_BYTES', 'MAX_RESULTS_BYTES', 'Architecture', 'check_spec',
-           'model_spec', 'build_model', 'save_checkpoint', 'load_checkpoint', 'run_results', 'ProbabilityModel']
+           'model_spec', 'build_model', 'save_checkpoint', 'load_checkpoint', 'run_results', 'ProbabilityModel',
+           'split_last_linear', 'OpenSetModel']
 
 # %% ../nbs/02a_checkpoint.ipynb #96f8f56d
 class Architecture(NamedTuple):
@@ -156,3 +157,25 @@ class ProbabilityModel(torch.nn.Module):
         self.register_buffer('mean', torch.tensor(stats[0]).view(1, 3, 1, 1) * 255)
         self.register_buffer('std', torch.tensor(stats[1]).view(1, 3, 1, 1) * 255)
     def forward(self, images): return torch.softmax(self.model((images.permute(0, 3, 1, 2).float() - self.mean) / self.std), dim=1)
+
+# %% ../nbs/02a_checkpoint.ipynb #3466f690
+def split_last_linear(model:torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear]:
+    "A copy of `model` whose last `Linear` is an identity (it outputs the features), and that `Linear`."
+    name = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    features, (parent, _, attr) = copy.deepcopy(model), name.rpartition('.')
+    setattr(features.get_submodule(parent) if parent else features, attr, torch.nn.Identity())
+    return features, model.get_submodule(name)
+
+class OpenSetModel(torch.nn.Module):
+    "`ProbabilityModel` that also outputs the features and their kNN novelty against `bank` (unit rows): higher is less like training."
+    def __init__(self, model:torch.nn.Module, bank:torch.Tensor, k:int=10, stats=STATS):
+        super().__init__()
+        self.features, self.linear, self.k = *split_last_linear(model.eval()), k
+        self.register_buffer('mean', torch.tensor(stats[0]).view(1, 3, 1, 1) * 255)
+        self.register_buffer('std', torch.tensor(stats[1]).view(1, 3, 1, 1) * 255)
+        self.register_buffer('bank', torch.as_tensor(bank).to(torch.float16))
+    def embed(self, images): return self.features((images.permute(0, 3, 1, 2).float() - self.mean) / self.std)
+    def forward(self, images):
+        f = self.embed(images)
+        sims = torch.nn.functional.normalize(f, dim=1) @ self.bank.float().T
+        return torch.softmax(self.linear(f), dim=1), f, 1 - torch.topk(sims, self.k, dim=1).values[:, -1]

@@ -145,6 +145,9 @@ class FruitDemo:
         self.preview.value = data
         p = ans['probabilities'][ans['class']]
         self.result.value = f'<b class="fruit360-class">{escape(ans["class"])}</b> ({p:.1%})'
+        if ans.get('known') is False:  # the class is only the closest one: say so instead of naming it
+            self.result.value = (f'<b class="fruit360-unknown">not one of the {len(self.model.classes)} fruits I know</b> '
+                                 f'(closest: <span class="fruit360-class">{escape(ans["class"])}</span>, novelty {ans["novelty"]:.2f})')
         self.chart.value = bars_html(ans['probabilities'])
 
     def _on_upload(self, change):

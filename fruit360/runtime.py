@@ -13,8 +13,9 @@ import numpy as np
 from .images import cache_dir, scoped_env
 
 # %% auto #0
-__all__ = ['DEFAULT_MODEL', 'PROVIDERS', 'MAX_MODEL_BYTES', 'INPUT_SIZES', 'provider_options', 'load_session', 'check_count',
-           'model_classes', 'check_graph', 'OnnxClassifier']
+__all__ = ['DEFAULT_MODEL', 'PROVIDERS', 'MAX_MODEL_BYTES', 'INPUT_SIZES', 'OUTPUTS', 'MAX_OPENSET_BYTES', 'OPENSET_RULE',
+           'provider_options', 'load_session', 'check_count', 'model_classes', 'check_graph', 'openset_rule',
+           'OnnxClassifier']
 
 # %% ../nbs/03_runtime.ipynb #c6c1e8bb
 with scoped_env('ORT_DISABLE_TELEMETRY', '1'): import onnxruntime as ort
@@ -63,6 +64,7 @@ def check_count(name:str, # what the caller calls the value: a parameter, an opt
 
 # %% ../nbs/03_runtime.ipynb #a876bd19
 INPUT_SIZES = range(16, 1025)  # image sizes (pixels a side) a model may take
+OUTPUTS = {'probabilities': 2, 'features': 2, 'novelty': 1}  # the outputs a model may have, by name, and their ranks
 
 def model_classes(path, metadata:dict) -> list[str]:
     "The class names in the `metadata` of the model file `path`: a JSON list of distinct, non-empty strings."
@@ -89,11 +91,33 @@ def check_graph(path, session:ort.InferenceSession, classes:list[str], metadata:
         raise _refused(path, f'takes images of {shape[1]} x {shape[2]} pixels, not square ones of {INPUT_SIZES[0]} to {INPUT_SIZES[-1]}')
     if metadata.get('input_size', str(size)) != str(size):
         raise _refused(path, f"says input_size {metadata['input_size'][:20]!r} in its metadata, but its graph takes {size} x {size} images")
-    if len(outs) != 1 or outs[0].type != 'tensor(float)' or len(outs[0].shape) != 2:
-        raise _refused(path, f'outputs {_describe(outs)}, not float probabilities [batch, n_classes]')
-    if outs[0].shape[1] != len(classes):
-        raise _refused(path, f'lists {len(classes)} classes but outputs {outs[0].shape[1]} probabilities, so its metadata does not belong to its network')
+    named = {o.name: o for o in outs}
+    probs = outs[0] if len(outs) == 1 else named.get('probabilities')
+    if (probs is None or (len(outs) > 1 and not set(named) <= set(OUTPUTS)) or probs.type != 'tensor(float)' or len(probs.shape) != 2
+        or any(named[n].type != 'tensor(float)' or len(named[n].shape) != OUTPUTS[n] for n in set(named) - {'probabilities'})):
+        raise _refused(path, f'outputs {_describe(outs)}, not float probabilities [batch, n_classes] (and optional features, novelty)')
+    if probs.shape[1] != len(classes):
+        raise _refused(path, f'lists {len(classes)} classes but outputs {probs.shape[1]} probabilities, so its metadata does not belong to its network')
     return size
+
+MAX_OPENSET_BYTES = 4096  # the `openset` metadata is refused unread beyond this (fruit360 writes under 1 kB)
+OPENSET_RULE = 'known = novelty <= threshold'  # the only rule a model may state
+
+def openset_rule(path, metadata:dict, has_novelty:bool) -> dict|None:
+    "The `openset` metadata of the model file `path` (None if it has none), checked: JSON, a known rule, a finite threshold."
+    if 'openset' not in metadata and not has_novelty: return None
+    if 'openset' not in metadata: raise _refused(path, "outputs novelty but has no 'openset' threshold in its metadata")
+    if not has_novelty: raise _refused(path, "has 'openset' metadata but no novelty output")
+    raw = metadata['openset']
+    if len(raw.encode()) > MAX_OPENSET_BYTES: raise _refused(path, f'has openset metadata over {MAX_OPENSET_BYTES:,} bytes')
+    try: rule = json.loads(raw)
+    except ValueError: raise _refused(path, 'has openset metadata that is not JSON') from None
+    thr = rule.get('threshold') if isinstance(rule, dict) else None
+    if not isinstance(rule, dict) or rule.get('rule') != OPENSET_RULE:
+        raise _refused(path, f"has openset metadata without the rule {OPENSET_RULE!r}")
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0 <= thr <= 2:
+        raise _refused(path, f'has an openset threshold {str(thr)[:20]!r} that is not a number from 0 to 2')
+    return {**rule, 'threshold': float(thr)}
 
 class OnnxClassifier:
     "An exported fruit360 model: classes and metadata from the file, probabilities and answers from ONNX Runtime."
@@ -103,20 +127,31 @@ class OnnxClassifier:
         self.metadata = self.session.get_modelmeta().custom_metadata_map
         self.classes = model_classes(self.path, self.metadata)
         self.size = check_graph(self.path, self.session, self.classes, self.metadata)
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.output = self.outputs[0] if len(self.outputs) == 1 else 'probabilities'  # the probabilities, by name
+        self.openset = openset_rule(self.path, self.metadata, 'novelty' in self.outputs)
 
     @property
     def provider(self) -> str: return self.session.get_providers()[0]
 
     def probabilities(self, images:np.ndarray) -> np.ndarray:
         "Class probabilities of a uint8 N x size x size x 3 batch of `images`."
-        return self.session.run(None, {'images': np.ascontiguousarray(images, dtype=np.uint8)})[0]
+        return self.run(images, [self.output])[0]
 
-    def answer(self, probs:np.ndarray, topk:int|None=None) -> dict:
-        "The predicted class and the probabilities (all, or the `topk` most probable) of one image's `probs`."
+    def run(self, images:np.ndarray, names:list[str]) -> list[np.ndarray]:
+        "The outputs `names` of the model for a uint8 N x size x size x 3 batch of `images`."
+        return self.session.run(names, {'images': np.ascontiguousarray(images, dtype=np.uint8)})
+
+    def answer(self, probs:np.ndarray, topk:int|None=None, novelty:float|None=None) -> dict:
+        "The predicted class, whether it is `known` (with its `novelty`, if given) and the probabilities (all, or the `topk` most probable) of one image."
         check_count('topk', topk, none_ok=True)
         order = np.argsort(-probs, kind='stable')[:topk] if topk else range(len(self.classes))
-        return {'class': self.classes[int(np.argmax(probs))], 'probabilities': {self.classes[i]: float(probs[i]) for i in order}}
+        ans = {'class': self.classes[int(np.argmax(probs))]}
+        if novelty is not None and self.openset: ans.update(known=bool(novelty <= self.openset['threshold']), novelty=float(novelty))
+        return {**ans, 'probabilities': {self.classes[i]: float(probs[i]) for i in order}}
 
     def classify(self, images:np.ndarray, topk:int|None=None) -> list[dict]:
-        "One answer per image of a uint8 batch."
-        return [self.answer(p, topk) for p in self.probabilities(images)]
+        "One answer per image of a uint8 batch; with `known` and `novelty` when the model has them."
+        if not self.openset: return [self.answer(p, topk) for p in self.probabilities(images)]
+        probs, novelty = self.run(images, [self.output, 'novelty'])
+        return [self.answer(p, topk, n) for p, n in zip(probs, novelty)]

@@ -1,7 +1,9 @@
 "The upload-and-classify demo in a real browser: Voila serves it, headless Chromium uploads a real image."
-import shutil
+import io, shutil
 from pathlib import Path
+import numpy as np
 import pytest
+from PIL import Image
 from helpers import BIN, free_port, running
 from fruit360.infer import predict
 
@@ -30,6 +32,15 @@ def test_upload_in_a_real_browser(images_for_demo, tmp_path):
             page.wait_for_function(f'document.querySelector(".fruit360-class") && document.body.innerText.includes({predict(image)["class"]!r})', timeout=60_000)
             assert page.inner_text('.fruit360-class') == predict(image)['class']
             assert page.locator('.fruit360-top5 tr').count() == 5
+        noise = tmp_path/'noise.png'  # a picture of no fruit at all
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(noise)
+        with page.expect_file_chooser() as chooser:
+            upload.click()
+        chooser.value.set_files(str(noise))
+        page.wait_for_selector('.fruit360-unknown', timeout=60_000)
+        assert page.inner_text('.fruit360-unknown') == 'not one of the 75 fruits I know'
+        assert page.inner_text('.fruit360-class') == predict(noise)['class']
+        assert f"not one of the 75 fruits I know (closest: {predict(noise)['class']}," in page.inner_text('body')
         browser.close()
 
 

@@ -1,5 +1,5 @@
 "The shipped model: one ONNX file that matches the committed PyTorch checkpoint over the whole Test split; bad files get one line."
-import json, os, subprocess
+import importlib.util, json, os, subprocess
 from pathlib import Path
 import numpy as np
 import pytest
@@ -14,6 +14,8 @@ from fruit360.infer import predict_batch
 ROOT = Path(__file__).parents[1]
 CHECKPOINT = ROOT/'models_artifacts'/'custom_cnn.pth'
 RESULTS = json.loads((ROOT/'models_artifacts'/'custom_cnn_results.json').read_text())
+_spec = importlib.util.spec_from_file_location('bench_openset', ROOT/'bench'/'openset.py')
+openset = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(openset)  # the generated non-fruit images of the open-set bench
 
 
 def test_the_shipped_model_describes_itself():
@@ -25,6 +27,17 @@ def test_the_shipped_model_describes_itself():
     assert DEFAULT_MODEL.stat().st_size < 5_000_000
     card = (DEFAULT_MODEL.parent/'MODEL_CARD.md').read_text()
     assert f"accuracy {RESULTS['test']['accuracy']:.4f}" in card and 'CC BY-SA 4.0' in card
+    rule = json.loads(meta['openset'])
+    assert rule['rule'] == 'known = novelty <= threshold' and rule['k'] == 10 and rule['calibration']['kept'] >= 0.98
+    assert f"threshold {rule['threshold']:.4f}" in card and 'can be flagged' in card
+
+
+def test_the_shipped_model_flags_generated_non_fruit_images():
+    "Noise, gradients, rendered text, shapes and drawn scenes: none is one of the fruits the model knows."
+    pictures = [np.asarray(im) for ims in openset.non_fruit(3, seed=1, sets=('noise_uniform', 'noise_gaussian', 'gradient', 'text',
+                                                                          'shapes_colour', 'scene')).values() for im in ims]
+    answers = predict_batch(pictures)
+    assert [a['known'] for a in answers] == [False] * len(pictures), [round(a['novelty'], 3) for a in answers]
 
 
 @needs_real_data
@@ -33,6 +46,7 @@ def test_onnx_matches_pytorch_on_the_whole_test_split():
     parity = check_parity(CHECKPOINT, DEFAULT_MODEL, test)
     assert parity['n_images'] == 6_068
     assert parity['max_abs_diff'] < 1e-4 and parity['differing_predictions'] == 0, parity
+    assert parity['max_abs_diff_features'] < 1e-3 and parity['max_abs_diff_novelty'] < 1e-4 and parity['differing_known'] == 0, parity
 
 
 @needs_real_data
@@ -40,8 +54,10 @@ def test_the_shipped_model_scores_what_training_measured():
     summary = check_dataset(REAL)
     test = split_items(summary, 'Test')
     truth = [f.parent.name for f in test]
-    preds = [a['class'] for a in predict_batch(test, bs=256)]
+    answers = predict_batch(test, bs=256)
+    preds = [a['class'] for a in answers]
     assert np.mean([p == t for p, t in zip(preds, truth)]) == pytest.approx(RESULTS['test']['accuracy'], abs=2e-3)
+    assert np.mean([a['known'] for a in answers]) >= 0.98  # known fruit stays known (the threshold keeps 98% of validation)
 
 
 def test_export_has_a_dynamic_batch_axis(tmp_path):
@@ -73,6 +89,7 @@ def test_train_then_export_commands_check_parity_record_the_split_and_leave_no_t
     assert out.returncode == 0, out.stderr
     n_test = len(list((fixture_data/'Test').rglob('*.jpg')))
     assert f'parity on {n_test} Test images' in out.stdout and ', 0 differing predictions' in out.stdout
+    assert ', 0 differing known decisions' in out.stdout
     clf = OnnxClassifier(tmp_path/'m.onnx')
     assert clf.classes == sorted(p.name for p in (fixture_data/'Training').iterdir())
     assert json.loads(clf.metadata['test_metrics'])['test'] == res['test']  # the metadata of the run that wrote the checkpoint
@@ -80,6 +97,8 @@ def test_train_then_export_commands_check_parity_record_the_split_and_leave_no_t
     img = next((fixture_data/'Test').rglob('*.jpg'))
     pred = subprocess.run([str(BIN/'fruit360'), 'predict', '--model', str(tmp_path/'m.onnx'), str(img)], capture_output=True, text=True, env=env)
     assert pred.returncode == 0, pred.stderr
+    assert list(json.loads(pred.stdout)) == ['image', 'class', 'known', 'novelty', 'probabilities']
+    assert '15% of Training, fastai RandomSplitter seed 42' in OnnxClassifier(tmp_path/'m.onnx').openset['calibration']['split']
     assert sorted(os.listdir(env['TMPDIR'])) == []  # no torchinductor_<user>, no ONNX Runtime .ses left behind
 
 

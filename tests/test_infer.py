@@ -66,6 +66,9 @@ def test_cli_classifies_good_files_and_reports_bad_ones(tmp_path, fixture_data):
     assert "empty.jpg' is empty" in errors[0] and "nope.png': no such file" in errors[1]
     ok = subprocess.run([str(BIN/'fruit360'), 'predict', str(good[0])], capture_output=True, text=True)
     assert ok.returncode == 0 and json.loads(ok.stdout)['class'] == predict(good[0])['class']
+    line = json.loads(ok.stdout)
+    assert list(line) == ['image', 'class', 'known', 'novelty', 'probabilities']  # whether it is a fruit the model knows
+    assert isinstance(line['known'], bool) and line['novelty'] == pytest.approx(predict(good[0])['novelty'], abs=1e-6)
     top = subprocess.run([str(BIN/'fruit360'), 'predict', str(good[0]), str(good[1]), '--topk', '2'], capture_output=True, text=True)
     assert top.returncode == 0 and [len(json.loads(l)['probabilities']) for l in top.stdout.splitlines()] == [2, 2]
 

@@ -139,7 +139,8 @@ def test_predict_batch_skips_bad_items_and_keeps_the_order(tmp_path):
     fifo = tmp_path/'pipe.jpg'; os.mkfifo(fifo)
     imgs = [fruit(), fifo, EPS, fruit('PNG'), tmp_path]
     res = within(30, lambda: predict_batch(imgs, topk=1, bs=2, errors='skip'), lambda: open_writer(fifo))
-    assert [set(r) for r in res] == [{'class', 'probabilities'}, {'error'}, {'error'}, {'class', 'probabilities'}, {'error'}]
+    answer = {'class', 'known', 'novelty', 'probabilities'}  # the shipped model's answer (open set: known, novelty)
+    assert [set(r) for r in res] == [answer, {'error'}, {'error'}, answer, {'error'}]
     assert "pipe.jpg' is a pipe" in res[1]['error'] and 'EPS format' in res[2]['error'] and 'is a folder' in res[4]['error']
     assert res[0] == predict(fruit(), topk=1) and res[3] == predict(fruit('PNG'), topk=1)
     with pytest.raises(ValueError, match="pipe.jpg' is a pipe"): predict_batch(imgs)

@@ -1,6 +1,7 @@
 "The HTTP service, really started: answers match in-process prediction; bad requests get 4xx and the server stays up."
 import base64, http.client, io, json, random, select, socket, subprocess, time, urllib.error, urllib.request
 from pathlib import Path
+import numpy as np
 import psutil, pytest
 from PIL import Image
 from helpers import BIN, free_port, http_post, running
@@ -56,6 +57,10 @@ def test_answers_match_in_process_prediction(server, images):
     for r, l in zip(remote, local):
         assert r['probabilities'].keys() == l['probabilities'].keys()
         assert max(abs(r['probabilities'][k] - l['probabilities'][k]) for k in l['probabilities']) < 1e-5
+    assert [r['known'] for r in remote] == [l['known'] for l in local]
+    assert max(abs(r['novelty'] - l['novelty']) for r, l in zip(remote, local)) < 1e-5
+    noise = io.BytesIO(); Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(noise, 'PNG')
+    assert predict_url(url, [noise.getvalue()])[0]['known'] is False  # not a fruit: the service says so
     top = predict_url(url, images[:1], topk=3)[0]
     assert list(top['probabilities']) == list(predict(images[0], topk=3)['probabilities'])
 
