@@ -344,14 +344,15 @@ def main(argv=None):
     import os
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--model', default=None, help='an exported .onnx model (default: the shipped one)')
-    p.add_argument('--data', default=os.environ.get('FRUIT360_DATA', '/work/shared/fruits-360-subset'),
-                   help='Fruits-360 folder (default: $FRUIT360_DATA)')
+    p.add_argument('--data', default=None, help='Fruits-360 folder (default: $FRUIT360_DATA, else the cached download)')
     p.add_argument('--per-class', type=int, default=20, help='Test images per class (default 20)')
     p.add_argument('--corruptions', default=','.join(PARAMS), help='comma-separated corruptions (default: all)')
     p.add_argument('--severities', default='1,2,3,4,5', help='comma-separated severities 1-5 (default: all)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--json', default=None, help='also write the results to this JSON file')
     a = p.parse_args(argv)
+    from fruit360.data import find_data
+    a.data = find_data(a.data)
     try:
         names, sev = _names(a.corruptions), _severities(a.severities)
         if a.per_class < 1: raise ValueError(f'--per-class must be at least 1, not {a.per_class}')

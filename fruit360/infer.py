@@ -6,16 +6,18 @@ Docs: https://fruit360.github.io/fruit360/infer.html.md"""
 
 # %% ../nbs/04_infer.ipynb #fc1effff
 from __future__ import annotations
-import io, json, sys, threading
+import csv, glob, io, json, os, sys, tempfile, threading
+from contextlib import contextmanager, redirect_stdout
 from functools import lru_cache
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from .images import load_rgb, describe_input, read_image_bytes
+from .images import IMAGE_EXTS, load_rgb, describe_input, read_image_bytes
 from .runtime import DEFAULT_MODEL, OnnxClassifier, check_count
 
 # %% auto #0
-__all__ = ['get_model', 'predict', 'predict_batch', 'photo_variants', 'predict_cli', 'bars_html', 'FruitDemo', 'demo']
+__all__ = ['OUT_FORMATS', 'get_model', 'predict', 'predict_batch', 'photo_variants', 'expand_inputs', 'result_row', 'atomic_text',
+           'predict_cli', 'bars_html', 'FruitDemo', 'demo']
 
 # %% ../nbs/04_infer.ipynb #11ee0dce
 @lru_cache(maxsize=8)
@@ -82,7 +84,7 @@ def photo_variants(img) -> dict[str, bytes]:
     def jpeg(im, **kw): buf = io.BytesIO(); im.save(buf, 'JPEG', quality=92, **kw); return buf.getvalue()
     return {'upscaled x4': jpeg(big), 'padded 3:2': jpeg(wide), 'cropped 3:5': jpeg(crop), 'sideways + EXIF': jpeg(sideways, exif=exif)}
 
-# %% ../nbs/04_infer.ipynb #9bf1deb7
+# %% ../nbs/04_infer.ipynb #28b5781f
 def _predict_one(img:str, model, topk, url) -> dict:
     "The answer for one image file, locally or from the server at `url`."
     if url is None: return predict(img, model, topk)
@@ -91,25 +93,126 @@ def _predict_one(img:str, model, topk, url) -> dict:
     try: return predict_url(url, [data], topk)[0]
     except ValueError as e: raise ValueError(f"{describe_input(img)}: {e}") from None
 
+def _images_in(folder:str) -> list[str]:
+    "The files under `folder` named as images (`IMAGE_EXTS`), sorted; linked folders are not entered."
+    return sorted(os.path.join(d, f) for d, _, files in os.walk(folder, followlinks=False) for f in files
+                  if os.path.splitext(f)[1].lower() in IMAGE_EXTS)
+
+def _matches(pattern:str) -> list[str]:
+    "The paths matching the glob `pattern`, sorted; its `**` does not enter linked folders (`glob.glob`'s would, loops included)."
+    parts = Path(pattern).parts
+    n = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    return sorted(str(m) for m in Path(*parts[:n] or ['.']).glob(str(Path(*parts[n:]))))
+
+def expand_inputs(paths:list) -> list[tuple[str, str|None]]:
+    "`(image file, None)` for each image that `paths` (files, folders, glob patterns) name, in order; `(path, why)` for a path naming none."
+    found = []
+    for p in map(os.fspath, paths):
+        if os.path.isdir(p): got, why = _images_in(p), f'is a folder with no image files ({" ".join(IMAGE_EXTS)}) in it'
+        elif os.path.lexists(p) or not glob.has_magic(p): got, why = [p], None  # a file, or a missing one: `predict` says why
+        else: got, why = [f for m in _matches(p) for f in (_images_in(m) if os.path.isdir(m) else [m])], 'matches no files'
+        found += [(f, None) for f in got] if got else [(p, f'{describe_input(p)} {why}')]
+    return found
+
+
+# %% ../nbs/04_infer.ipynb #bca374f2
+OUT_FORMATS = ('.csv', '.jsonl')  # the file types `--out` writes, chosen by the file name's extension
+
+def result_row(img:str, # the image file's name
+               ans:dict, # its answer from `predict_batch(..., errors='skip')`
+               topk:int|None=None, # how many `topN_class`/`topN_probability` pairs to add
+              ) -> dict:
+    "One row of results: image, class, its probability, known, novelty and the top-k; or the image and its error."
+    if 'error' in ans: return {'image': img, 'error': ans['error']}
+    row = {'image': img, 'class': ans['class'], 'probability': ans['probabilities'][ans['class']],
+           'known': ans.get('known'), 'novelty': ans.get('novelty')}
+    for i, (c, p) in enumerate(list(ans['probabilities'].items())[:topk or 0], 1): row |= {f'top{i}_class': c, f'top{i}_probability': p}
+    return row
+
+def _out_format(out:str|None) -> str|None:
+    "'.csv' or '.jsonl' for the file name `out` (None for stdout); any other name is refused before any work."
+    if out is None: return None
+    ext = os.path.splitext(out)[1].lower()
+    if ext not in OUT_FORMATS: raise ValueError(f"--out {describe_input(out)}: give a file name ending in .csv or .jsonl")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))): raise ValueError(f"--out {describe_input(out)}: its folder does not exist")
+    if os.path.isdir(out): raise ValueError(f"--out {describe_input(out)} is a folder: give a file name")
+    return ext
+
+@contextmanager
+def atomic_text(path:str):
+    "A text file that becomes `path` only if the block ends without error: written beside it, then `os.replace`d."
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f'.{os.path.basename(path)}.', suffix='.part')
+    try:
+        os.fchmod(fd, 0o644)
+        with open(fd, 'w', newline='', encoding='utf-8') as f:
+            yield f
+            f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp): os.unlink(tmp)  # the file this function made, nothing else
+        raise
+
+
+# %% ../nbs/04_infer.ipynb #5130641a
+def _on_stderr(chunks:list, total:int):
+    "`chunks`, with fastprogress's bar drawn on stderr while they are worked through, when stderr is a terminal."
+    if not sys.stderr.isatty(): yield from chunks; return
+    from fastprogress.fastprogress import ConsoleProgressBar
+    with redirect_stdout(sys.stderr): it = iter(ConsoleProgressBar(chunks, total=total))  # the bar prints; stdout holds results
+    while True:
+        with redirect_stdout(sys.stderr): chunk = next(it, None)
+        if chunk is None: print(file=sys.stderr); return  # the finished bar keeps its line
+        yield chunk
+
+def _answers(found:list, model, topk, url, bs:int=64):
+    "`(image, answer)` for each of `found` (from `expand_inputs`), `bs` images through the model at a time."
+    clf = get_model(model) if url is None else None
+    for chunk in _on_stderr([found[i:i + bs] for i in range(0, len(found), bs)], total=-(-len(found) // bs)):
+        good = [f for f, why in chunk if why is None]
+        answers = iter(predict_batch(good, clf, topk, bs, errors='skip') if url is None else [])
+        for f, why in chunk:
+            if why is not None: yield f, {'error': why}
+            elif url is None: yield f, next(answers)
+            else:
+                try: yield f, _predict_one(f, None, topk, url)
+                except (ValueError, OSError) as e: yield f, {'error': str(e)}
+
+def _csv_columns(topk:int|None) -> list[str]:
+    "The CSV header: image, class, probability, known, novelty, a class and probability per top-k rank, error."
+    return ['image', 'class', 'probability', 'known', 'novelty', *[f'top{i}_{c}' for i in range(1, (topk or 0) + 1)
+                                                                  for c in ('class', 'probability')], 'error']
+
+def _write_rows(dest, fmt:str|None, rows, topk:int|None) -> int:
+    "Write `(image, answer)` `rows` to `dest` as `fmt` ('.csv', '.jsonl', or None: today's stdout lines); how many failed."
+    failed, csvw = 0, None
+    if fmt == '.csv': csvw = csv.DictWriter(dest, _csv_columns(topk), restval=''); csvw.writeheader()
+    for img, ans in rows:
+        if 'error' in ans: failed += 1; print(f"fruit360 predict: {ans['error']}", file=sys.stderr, flush=True)
+        if fmt is None:
+            if 'error' not in ans: print(json.dumps({'image': img, **ans}), file=dest, flush=True)
+        elif csvw: csvw.writerow({k: '' if v is None else v for k, v in result_row(img, ans, topk).items()})
+        else: dest.write(json.dumps(result_row(img, ans, topk)) + '\n')
+    return failed
+
 from fastcore.script import call_parse
 
 @call_parse
-def predict_cli(*images:str, # image files to classify
+def predict_cli(*images:str, # image files, folders (searched for image files) or glob patterns such as 'photos/**/*.jpg'
                 topk:int=None, # only the K most probable classes, most probable first
                 model:str=None, # an exported .onnx model (default: the shipped model)
                 url:str=None, # ask the fruit360 server at this URL (e.g. http://127.0.0.1:5000) instead
+                out:str=None, # write one row per image to this .csv or .jsonl file (default: JSON Lines on stdout)
                ):
-    "Classify image files: one JSON object per image on stdout; a one-line message per bad file on stderr."
-    if not images: print('fruit360 predict: error: give at least one image file', file=sys.stderr); return 2
+    "Classify images: a row per image on stdout or in `--out`; a one-line message per bad file on stderr."
+    if not images: print('fruit360 predict: error: give at least one image file, folder or glob pattern', file=sys.stderr); return 2
     check_count('--topk', topk, none_ok=True)
+    fmt = _out_format(out)
     if url is None: get_model(model)  # a broken model file is one error, not one per image
-    failed = 0
-    for img in images:
-        try: print(json.dumps({'image': img, **_predict_one(img, model, topk, url)}), flush=True)
-        except (ValueError, OSError) as e:
-            failed += 1
-            print(f'fruit360 predict: {e}', file=sys.stderr)
+    rows = _answers(expand_inputs(images), model, topk, url)
+    if fmt is None: return 1 if _write_rows(sys.stdout, None, rows, topk) else 0
+    with atomic_text(out) as f: failed = _write_rows(f, fmt, rows, topk)
     return 1 if failed else 0
+
 
 # %% ../nbs/04_infer.ipynb #0d45ad28
 from html import escape

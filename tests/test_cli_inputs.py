@@ -1,5 +1,5 @@
 "`fruit360 predict` as a user runs it on hostile paths: one line per bad file, the good files classified, no hang, no traceback."
-import io, json, os, resource, shutil, socket, subprocess, sys, tempfile
+import csv, io, json, os, resource, shutil, socket, subprocess, sys, tempfile
 from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
@@ -77,3 +77,54 @@ def test_an_error_without_a_message_still_says_what_happened(tmp_path, monkeypat
     monkeypatch.setattr(sys, 'argv', sys.argv[:])
     assert main(['boom']) == 1
     assert capsys.readouterr().err == 'fruit360 boom: error: out of memory\n'
+
+
+@pytest.fixture
+def tree(tmp_path):
+    "A folder of photos in nested subfolders, with a text file, a bad image, a folder linked back into itself and one with no images."
+    root = tmp_path/'photos'
+    for i, rel in enumerate(['b/2.png', 'a.jpg', 'b/c/1.JPEG', 'b/c/0.webp']):
+        (root/rel).parent.mkdir(parents=True, exist_ok=True)
+        img = Image.new('RGB', (100, 100), 'white')
+        ImageDraw.Draw(img).ellipse([10 + 5 * i, 20, 90, 80], fill=(60 * i, 180 - 40 * i, 30))
+        img.save(root/rel)
+    (root/'notes.txt').write_text('not an image, not a row')
+    (root/'b'/'bad.jpg').write_bytes(b'not a JPEG')
+    (root/'b'/'c'/'loop').symlink_to(root, target_is_directory=True)
+    (tmp_path/'empty').mkdir()
+    return root
+
+
+def test_predict_takes_folders_and_globs_in_sorted_order(tree):
+    out = fruit360('predict', tree, tree/'b'/'**'/'*.png', tree.parent/'empty', tree/'*.gif')
+    assert out.returncode == 1
+    want = [tree/'a.jpg', tree/'b/2.png', tree/'b/c/0.webp', tree/'b/c/1.JPEG', tree/'b/2.png']
+    assert [json.loads(l)['image'] for l in out.stdout.splitlines()] == list(map(str, want))
+    assert out.stderr.splitlines() == [
+        f"fruit360 predict: '{tree}/b/bad.jpg' is not a readable image: fruit360 reads JPEG, PNG, WebP, BMP, GIF and TIFF images",
+        f"fruit360 predict: '{tree.parent}/empty' is a folder with no image files (.jpg .jpeg .png .webp .bmp .gif .tif .tiff) in it",
+        f"fruit360 predict: '{tree}/*.gif' matches no files"]
+
+
+@pytest.mark.parametrize('ext', ['.csv', '.jsonl'])
+def test_predict_out_writes_a_row_per_image_as_predict_batch_answers(tree, ext):
+    from fruit360.infer import predict_batch
+    res = tree.parent/f'results{ext}'
+    out = fruit360('predict', tree, '--topk', '2', '--out', res)
+    assert out.returncode == 1 and out.stdout == '' and len(out.stderr.splitlines()) == 1
+    rows = list(csv.DictReader(res.open())) if ext == '.csv' else [json.loads(l) for l in res.read_text().splitlines()]
+    files = [str(tree/f) for f in ('a.jpg', 'b/2.png', 'b/bad.jpg', 'b/c/0.webp', 'b/c/1.JPEG')]
+    assert [r['image'] for r in rows] == files
+    for r, ans in zip(rows, predict_batch(files, topk=2, errors='skip')):
+        if 'error' in ans: assert r['error'] == ans['error'] and (ext == '.jsonl' or r['class'] == r['probability'] == ''); continue
+        (c1, p1), (c2, p2) = ans['probabilities'].items()
+        assert (r['class'], r['top1_class'], r['top2_class']) == (ans['class'], c1, c2)
+        assert float(r['probability']) == pytest.approx(p1) and float(r['top2_probability']) == pytest.approx(p2)
+        assert str(r['known']) == str(ans['known']) and float(r['novelty']) == pytest.approx(ans['novelty'])
+    assert [p.name for p in tree.parent.iterdir() if p.name.endswith('.part')] == []
+
+
+def test_predict_out_of_another_type_is_one_line_and_writes_nothing(tree):
+    out = fruit360('predict', tree, '--out', tree.parent/'results.txt')
+    assert out.returncode == 1 and out.stdout == '' and not (tree.parent/'results.txt').exists()
+    assert out.stderr == f"fruit360 predict: error: --out '{tree.parent}/results.txt': give a file name ending in .csv or .jsonl\n"
