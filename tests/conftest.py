@@ -1,4 +1,4 @@
-"Shared pytest fixtures: the real Fruits-360 subset when FRUIT360_DATA points at it, else a generated fixture."
+"Shared pytest fixtures: the real Fruits-360 subset when FRUIT360_DATA points at it, else a generated fixture; a served model."
 import os
 from pathlib import Path
 import pytest
@@ -19,3 +19,13 @@ def fixture_data(tmp_path_factory):
 def data_path(fixture_data):
     "The real subset when available, else the generated fixture."
     return REAL if REAL is not None and REAL.is_dir() else fixture_data
+
+
+@pytest.fixture(scope='module')
+def server():
+    "`fruit360 serve` on a free loopback port for the tests of one module: its URL and process."
+    from helpers import BIN, free_port, running
+    port = free_port()
+    url = f'http://127.0.0.1:{port}'
+    with running([str(BIN/'fruit360'), 'serve', '--port', str(port)], f'{url}/ping') as proc:
+        yield url, proc

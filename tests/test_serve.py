@@ -11,14 +11,6 @@ from fruit360.serve import (HEADER_TIMEOUT, MAX_BATCH, MAX_BODY_BYTES, MAX_REQUE
 
 
 @pytest.fixture(scope='module')
-def server():
-    port = free_port()
-    url = f'http://127.0.0.1:{port}'
-    with running([str(BIN/'fruit360'), 'serve', '--port', str(port)], f'{url}/ping') as proc:
-        yield url, proc
-
-
-@pytest.fixture(scope='module')
 def images(data_path):
     "One Test image of each of up to 8 classes (real ones when FRUIT360_DATA is set)."
     classes = sorted(p for p in (data_path/'Test').iterdir())[:8]

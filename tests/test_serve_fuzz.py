@@ -3,15 +3,7 @@ import base64, io, json, urllib.request
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
-from helpers import BIN, free_port, http_post, running
-
-
-@pytest.fixture(scope='module')
-def server():
-    port = free_port()
-    url = f'http://127.0.0.1:{port}'
-    with running([str(BIN/'fruit360'), 'serve', '--port', str(port)], f'{url}/ping') as proc:
-        yield url, proc
+from helpers import http_post
 
 
 def image_b64(w: int, h: int, fmt: str) -> str:
