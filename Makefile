@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install train test check-sync readme demo browser docs docs-serve
+.PHONY: install train test check-sync readme demo browser java docs docs-serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,14 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "warning: could not install Debian's chromium (needs root): the browser test will be skipped"
 
+## Debian's Java runtime for the Spark tests (pyspark starts a JVM; tests/test_spark.py).
+java:
+	@command -v java >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; } \
+	  || echo "warning: could not install Debian's openjdk-17-jre-headless (needs root): the Spark tests will be skipped"
+
 
 ## Notebooks and modules in sync, then the notebook tests and pytest.
-test: install check-sync browser
+test: install check-sync browser java
 	$(BIN)/nbdev-test
 	$(BIN)/pytest
 

@@ -360,6 +360,10 @@ def main(argv=None):
             raise ValueError(f"--model '{a.model}' is not an .onnx file: pass a model exported with `fruit360 export`")
         t0 = time.perf_counter()
         images, labels, groups = load_test(a.data, a.per_class)
+        from fruit360.runtime import OnnxClassifier
+        if unknown := sorted(set(labels) - set(OnnxClassifier(a.model).classes)):
+            raise ValueError(f"{a.data} holds {len(unknown)} classes the model does not know ({', '.join(unknown[:3])}...): "
+                             'pass the data the model was trained on, or a model trained on this data with --model')
         classify = onnx_classifier(a.model)
         print(f'{len(images)} Test images ({a.per_class} per class) of {a.data}; model {a.model or "shipped default"}; '
               f'twins as one: {sorted(set(groups.values())) or "none"}', flush=True)

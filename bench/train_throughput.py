@@ -6,6 +6,8 @@ For each batch size, training images/s of:
 - jpeg:           fastai `DataBlock` decoding JPEGs every batch (`get_dls(cache=False)`, `--workers` loader processes)
 - cached:         the same over the uint8 tensor cache on the device (`get_dls(cache=True)`, `TensorDL`)
 - cached+compile: the same with `torch.compile` (by default on a GPU only)
+- cached-studio:  with `--studio yes`, the cached set-up without `FruitAugment`'s photo faults (the previous recipe), to
+                  show what the faults cost
 - bare, bare+compile: plain PyTorch on the same cached tensors doing the same work (a shuffled batch, `FruitAugment`,
   normalisation, forward, loss, backward, fused AdamW) without fastai: the ceiling for the recipe on this device
 All use the recipe's precision (bf16 where supported) and channels-last. Each fastai set-up fits one epoch to warm up
@@ -125,6 +127,7 @@ def main():
     p.add_argument('--compile', choices=['auto', 'yes', 'no'], default='auto', help='add the compiled set-ups (auto: on a GPU)')
     p.add_argument('--target', type=float, default=TARGET, help='images/s the recipe should reach on a GPU')
     p.add_argument('--explain', choices=['auto', 'yes', 'no'], default='auto', help='where the time goes (auto: on a GPU below --target)')
+    p.add_argument('--studio', choices=['yes', 'no'], default='no', help="add the cached set-up without photo faults (what they cost)")
     p.add_argument('--json', default=None, help='write the results here (rewritten after each set-up)')
     a = p.parse_args()
     data, mpc = find_data(a.data), a.max_per_class or None
@@ -145,6 +148,11 @@ def main():
         res['n_train'] = len(dls.train_ds)
         for c in compiles:
             learn, ips = fastai_run(dls, a.epochs, a.precision, c); add(bs, 'cached' + '+compile' * c, ips)
+        if a.studio == 'yes':
+            studio = get_dls(data, bs=bs, max_per_class=mpc, device=device, augment=[FruitAugment(p_photo=0.)])
+            add(bs, 'cached-studio', s_ips := fastai_run(studio, a.epochs, a.precision, False)[1])
+            cached = next(r['images_per_s'] for r in res['rows'] if r['bs'] == bs and r['pipeline'] == 'cached')
+            print(f'        photo faults: the cached set-up trains at {cached / s_ips:.2f}x the speed without them', flush=True)
         jpeg = get_dls(data, bs=bs, max_per_class=mpc, device=device, cache=False, num_workers=a.workers)
         add(bs, 'jpeg', fastai_run(jpeg, a.jpeg_epochs, a.precision, False, warmup=False)[1])
         steps = a.steps or a.epochs * (len(dls.train_ds) // bs)

@@ -1,4 +1,4 @@
-"""Random flips, turns, rotation, zoom, brightness, contrast and saturation of a whole training batch in one transform, on the GPU when there is one.
+"""Random flips, turns, rotation, zoom and lighting of a whole training batch, and on part of it the faults of real photos (other backgrounds, exposure, contrast, saturation, blur, noise), in one transform on the GPU when there is one.
 
 Docs: https://fruit360.github.io/fruit360/augment.html.md"""
 
@@ -12,19 +12,93 @@ from fastai.torch_core import TensorImage
 from fasttransform import Transform
 
 # %% auto #0
-__all__ = ['LUMA', 'FruitAugment', 'fruit_augs']
+__all__ = ['LUMA', 'PHOTO_FAULTS', 'per_image', 'draw', 'exposure', 'contrast', 'saturation', 'gaussian_blur', 'sensor_noise',
+           'background_mask', 'new_background', 'on_some', 'FruitAugment', 'fruit_augs']
 
-# %% ../nbs/00b_augment.ipynb #f8cb6940
+# %% ../nbs/00b_augment.ipynb #8dea39a6
 LUMA = (0.2989, 0.5870, 0.1140)  # ITU-R 601-2 grey, as fastai's `grayscale`
 
+def per_image(v:torch.Tensor) -> torch.Tensor:
+    "The N values of `v` shaped (N, 1, 1, 1), to scale a batch of images one value per image."
+    return v[:, None, None, None]
+
+def draw(x:torch.Tensor, lo:float, hi:float, log:bool=False) -> torch.Tensor:
+    "One value per image of `x`, uniform in [`lo`, `hi`) (log-uniform with `log`)."
+    if log: return torch.empty(len(x), device=x.device).uniform_(np.log(lo), np.log(hi)).exp()
+    return torch.empty(len(x), device=x.device).uniform_(lo, hi)
+
+def exposure(x, lo:float=0.35, hi:float=1.8):
+    "Every value times a log-uniform gain in [`lo`, `hi`], clipped: a darker or brighter photo."
+    return (x * per_image(draw(x, lo, hi, log=True))).clamp(0, 1)
+
+def contrast(x, lo:float=0.25, hi:float=1.5):
+    "Values pulled towards (or pushed from) the image mean by a log-uniform factor in [`lo`, `hi`]."
+    m = x.mean((1, 2, 3), keepdim=True)
+    return ((x - m) * per_image(draw(x, lo, hi, log=True)) + m).clamp(0, 1)
+
+def saturation(x, lo:float=0.3, hi:float=5.):
+    "Colours moved from their grey by a log-uniform factor in [`lo`, `hi`]."
+    grey = (x * torch.tensor(LUMA, device=x.device)[:, None, None]).sum(1, keepdim=True)
+    return (grey + (x - grey) * per_image(draw(x, lo, hi, log=True))).clamp(0, 1)
+
+def gaussian_blur(x, lo:float=0.3, hi:float=2.5):
+    "Gaussian blur with sigma uniform in [`lo`, `hi`] pixels per image: one grouped separable convolution for the batch."
+    n, c, h, w = x.shape
+    r = int(np.ceil(3 * hi))
+    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t[None] / draw(x, lo, hi)[:, None]) ** 2)
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # one kernel per image and channel
+    y = F.pad(x.reshape(1, n * c, h, w), (r, r, r, r), mode='replicate')
+    y = F.conv2d(F.conv2d(y, k[:, None, None, :], groups=n * c), k[:, None, :, None], groups=n * c)
+    return y.reshape(n, c, h, w)
+
+def sensor_noise(x, lo:float=0.01, hi:float=0.15):
+    "Additive Gaussian noise, its standard deviation uniform in [`lo`, `hi`] per image, independent per pixel and channel."
+    return (x + torch.randn_like(x) * per_image(draw(x, lo, hi))).clamp(0, 1)
+
+def background_mask(x, white:float=0.88, pale:float=0.7) -> torch.Tensor:
+    "How much of each pixel (N, 1, H, W) is background: near-white pixels that reach the border along a row or column, with the fruit's pale rim."
+    w = (x.amin(1, keepdim=True) >= white).float()
+    reach = lambda t, d: t.cummin(d).values  # 1 while every pixel from the edge up to here is white
+    bg = torch.stack([reach(w, 3), reach(w.flip(3), 3).flip(3), reach(w, 2), reach(w.flip(2), 2).flip(2)]).amax(0)
+    bg = torch.maximum(bg, F.max_pool2d(bg, 3, 1, 1) * (x.amin(1, keepdim=True) >= pale).float())  # the anti-aliased rim
+    return F.avg_pool2d(F.max_pool2d(bg, 3, 1, 1), 3, 1, 1, count_include_pad=False)  # one pixel more, soft edge
+
+def new_background(x, p_gradient:float=0.5):
+    "The white background replaced by a random colour or (with probability `p_gradient`) a linear ramp between two."
+    n, _, h, w = x.shape
+    c1, c2 = torch.rand(n, 3, 1, 1, device=x.device), torch.rand(n, 3, 1, 1, device=x.device)
+    a = per_image(draw(x, 0, 2 * np.pi))[:, 0]
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device), indexing='ij')
+    ramp = ((a.cos() * xx + a.sin() * yy) / np.sqrt(2) + 1) / 2  # (N, H, W) in [0, 1], in a random direction
+    ramp = (ramp * per_image(torch.rand(n, device=x.device) < p_gradient)[:, 0])[:, None]
+    m = background_mask(x)
+    return x * (1 - m) + (c1 * (1 - ramp) + c2 * ramp) * m
+
+def on_some(x, p:float, f):
+    "The batch `x` with `f` applied to a random share `p` of its images."
+    pick = torch.rand(len(x), device=x.device) < p
+    if x.device.type != 'cpu': return torch.where(per_image(pick), f(x), x)  # an accelerator: compute all and keep some, no wait for the host
+    idx = pick.nonzero()[:, 0]  # the CPU: compute only the chosen images
+    return x.index_copy(0, idx, f(x[idx])) if len(idx) else x
+
+PHOTO_FAULTS = {'background': new_background, 'exposure': exposure, 'contrast': contrast, 'saturation': saturation,
+                'blur': gaussian_blur, 'noise': sensor_noise}  # in the order `FruitAugment` applies them
+
+# %% ../nbs/00b_augment.ipynb #f8cb6940
 class FruitAugment(Transform):
-    "Random dihedral turn, rotation, zoom, brightness, contrast and saturation of a training batch, in one pass."
+    "Random dihedral turn, rotation, zoom and lighting of a training batch, and on a share of it the faults of real photos, in one pass."
     split_idx, order = 0, 30  # training batches only; after `IntToFloatTensor`, before `Normalize`
     def __init__(self, max_rotate:float=20., max_zoom:float=1.1, max_lighting:float=0.2, max_saturation:float=0.2,
-                 p_dihedral:float=0.5, p:float=0.75):
+                 p_dihedral:float=0.5, p:float=0.75,
+                 p_photo:float=0.5, # the share of images that also get photo faults (0: studio frames only)
+                 faults:tuple=tuple(PHOTO_FAULTS), # which of `PHOTO_FAULTS`
+                 p_fault:float=0.5): # each fault's probability on those images
         super().__init__()
+        if unknown := set(faults) - set(PHOTO_FAULTS): raise ValueError(f"unknown photo fault(s) {sorted(unknown)}: choose from {', '.join(PHOTO_FAULTS)}")
         self.max_rotate, self.max_zoom, self.max_lighting, self.max_saturation = max_rotate, max_zoom, max_lighting, max_saturation
-        self.p_dihedral, self.p = p_dihedral, p
+        self.p_dihedral, self.p, self.p_photo, self.p_fault = p_dihedral, p, p_photo, p_fault
+        self.faults = [f for f in PHOTO_FAULTS if f in faults]
 
     def _draw(self, x, lo, hi, neutral, p=None):
         "One value per image, uniform in [`lo`, `hi`) with probability `p` (default `self.p`), else `neutral`."
@@ -55,8 +129,15 @@ class FruitAugment(Transform):
         grey = (z * torch.tensor(LUMA, device=x.device)[:, None, None]).sum(1, keepdim=True)
         return torch.sigmoid(z * saturation + grey * (1 - saturation))
 
-    def encodes(self, x:TensorImage): return TensorImage(self.lighting(self.geometry(x.as_subclass(torch.Tensor))))
+    def photo(self, x):
+        "Each of `faults` on a random `p_fault` share of the batch `x`, in the order of `PHOTO_FAULTS`."
+        for name in self.faults: x = on_some(x, self.p_fault, PHOTO_FAULTS[name])
+        return x
+
+    def encodes(self, x:TensorImage):
+        x = self.lighting(self.geometry(x.as_subclass(torch.Tensor)))
+        return TensorImage(on_some(x, self.p_photo, self.photo) if self.faults else x)
 
 def fruit_augs(max_rotate:float=20., max_zoom:float=1.1, max_lighting:float=0.2, max_saturation:float=0.2) -> list:
-    "Batch augmentation: random flips and quarter turns, rotation, zoom, brightness, contrast and saturation."
+    "Batch augmentation: random flips and quarter turns, rotation, zoom, lighting, and photo faults on half the images."
     return [FruitAugment(max_rotate, max_zoom, max_lighting, max_saturation)]

@@ -24,9 +24,10 @@ class Architecture(NamedTuple):
     "A network fruit360 trains: the class or function that builds it, and the arguments a checkpoint may set (None: any it takes)."
     build: Callable[..., torch.nn.Module]
     checkpoint_args: tuple|None = None
+    added: dict = {}  # arguments added since checkpoints were first written -> the value a checkpoint without them means
 
 ARCHITECTURES = {  # name -> Architecture: the only models a checkpoint can name
-    'custom_cnn': Architecture(CustomCNN),
+    'custom_cnn': Architecture(CustomCNN, added={'standardize': False}),
     'resnet18': Architecture(resnet18_baseline, ('n_classes',)),  # the weights come from the checkpoint: it may not ask for ImageNet's
 }
 LEGACY_ARCHS = {'fruit360.custom_cnn:CustomCNN': 'custom_cnn', 'fruit360.baseline:resnet18_baseline': 'resnet18'}  # what older checkpoints stored
@@ -41,11 +42,11 @@ def check_spec(spec) -> dict:
     "`spec` (with the registered name) if it names a model of `ARCHITECTURES` with plain arguments that fit it; else `ValueError`."
     if not (isinstance(spec, dict) and isinstance(spec.get('arch'), str) and isinstance(spec.get('kwargs'), dict)):
         raise ValueError("the model spec is not {'arch': NAME, 'kwargs': {...}}")
-    kwargs = spec['kwargs']
     name = LEGACY_ARCHS.get(spec['arch'], spec['arch'])
     if name not in ARCHITECTURES: raise ValueError(f"architecture {spec['arch'][:80]!r} is not one of fruit360's models ({', '.join(ARCHITECTURES)})")
-    if not _plain(kwargs): raise ValueError(f'the arguments of {name} are not plain JSON data')
     arch = ARCHITECTURES[name]
+    kwargs = {**arch.added, **spec['kwargs']}
+    if not _plain(kwargs): raise ValueError(f'the arguments of {name} are not plain JSON data')
     try: params = inspect.signature(arch.build).bind(**kwargs).signature.parameters
     except TypeError as e: raise ValueError(f'the arguments {sorted(kwargs)} do not fit {name} ({e})') from None
     allowed, empty = arch.checkpoint_args, inspect.Parameter.empty
@@ -58,7 +59,9 @@ def model_spec(arch, # a name in `ARCHITECTURES`, or the class or function it bu
     "How to rebuild a model: its name in `ARCHITECTURES` and its arguments."
     name = arch if isinstance(arch, str) else next((n for n, a in ARCHITECTURES.items() if a.build is arch), None)
     if name is None: raise ValueError(f"{getattr(arch, '__qualname__', arch)} is not one of fruit360's models ({', '.join(ARCHITECTURES)})")
-    return check_spec(dict(arch=name, kwargs=kwargs))
+    a = ARCHITECTURES[name]
+    now = {k: p.default for k, p in inspect.signature(a.build).parameters.items() if k in a.added}  # recorded, so a later default cannot change it
+    return check_spec(dict(arch=name, kwargs={**now, **kwargs}))
 
 def build_model(spec:dict) -> torch.nn.Module:
     "The model described by `spec` (see `model_spec`), built by the class or function of `ARCHITECTURES` it names."

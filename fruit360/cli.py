@@ -1,4 +1,4 @@
-"""One `fruit360` command with a subcommand per job: `data`, `train`, `export`, `serve`, `predict`.
+"""One `fruit360` command with a subcommand per job: `data`, `train`, `export`, `serve`, `predict`, `evaluate`.
 
 Docs: https://fruit360.github.io/fruit360/cli.html.md"""
 
@@ -22,8 +22,9 @@ COMMANDS = {
     'package': ('fruit360.serve', 'package_cli', 'save an exported model as an MLflow pyfunc model and log it'),
     'serve': ('fruit360.serve', 'serve_cli', "serve a model over HTTP (MLflow's scoring app on uvicorn, with request limits)"),
     'predict': ('fruit360.infer', 'predict_cli', 'classify image files (locally, or with --url on a server)'),
+    'evaluate': ('fruit360.evaluate', 'evaluate_cli', 'evaluate a model or checkpoint on labelled images: metrics, per-class report, plots'),
 }
-USES_TORCH = ('train', 'export', 'package')  # commands that import torch (package: through the MLflow helpers of fruit360.train)
+USES_TORCH = ('train', 'export', 'package', 'evaluate')  # commands that import torch (package: through the MLflow helpers of fruit360.train; evaluate: for its metrics)
 
 # %% ../nbs/05_cli.ipynb #334b2db5
 def usage() -> str:

@@ -9,17 +9,24 @@ from __future__ import annotations
 import torch, torch.nn as nn
 
 # %% auto #0
-__all__ = ['conv_block', 'CustomCNN']
+__all__ = ['standardize_images', 'conv_block', 'CustomCNN']
 
 # %% ../nbs/02_custom_cnn.ipynb #d1fe62aa
+def standardize_images(x:torch.Tensor, eps:float=1e-5) -> torch.Tensor:
+    "Each image of the batch `x` minus its mean per channel, divided by its standard deviation over all channels."
+    x = x.float() - x.float().mean((2, 3), keepdim=True)
+    return x / (x.pow(2).mean((1, 2, 3), keepdim=True).sqrt() + eps)
+
 def conv_block(ni:int, nf:int) -> nn.Sequential:
     "3x3 convolution, batch norm, ReLU, 2x2 max pooling: `ni` channels in, `nf` out, half the resolution."
     return nn.Sequential(nn.Conv2d(ni, nf, 3, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True), nn.MaxPool2d(2))
 
 class CustomCNN(nn.Module):
-    "Four `conv_block`s (`body`), then global average pooling, dropout and a linear layer over `n_classes` (`head`)."
-    def __init__(self, n_classes:int, channels:tuple=(32, 64, 128, 256), dropout:float=0.3):
+    "`standardize_images`, four `conv_block`s (`body`), then global average pooling, dropout and a linear layer over `n_classes` (`head`)."
+    def __init__(self, n_classes:int, channels:tuple=(32, 64, 128, 256), dropout:float=0.3,
+                 standardize:bool=True): # standardise each image first (checkpoints from before it existed: False)
         super().__init__()
+        self.standardize = standardize
         self.body = nn.Sequential(*[conv_block(ni, nf) for ni, nf in zip((3, *channels[:-1]), channels)])
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels[-1], n_classes))
-    def forward(self, x): return self.head(self.body(x))
+    def forward(self, x): return self.head(self.body(standardize_images(x) if self.standardize else x))

@@ -199,7 +199,7 @@ from fastcore.script import call_parse
 @call_parse
 def predict_cli(*images:str, # image files, folders (searched for image files) or glob patterns such as 'photos/**/*.jpg'
                 topk:int=None, # only the K most probable classes, most probable first
-                model:str=None, # an exported .onnx model (default: the shipped model)
+                model:str=None, # an exported .onnx model, or a registered one: models:/NAME@ALIAS (default: the shipped model)
                 url:str=None, # ask the fruit360 server at this URL (e.g. http://127.0.0.1:5000) instead
                 out:str=None, # write one row per image to this .csv or .jsonl file (default: JSON Lines on stdout)
                ):
@@ -207,7 +207,9 @@ def predict_cli(*images:str, # image files, folders (searched for image files) o
     if not images: print('fruit360 predict: error: give at least one image file, folder or glob pattern', file=sys.stderr); return 2
     check_count('--topk', topk, none_ok=True)
     fmt = _out_format(out)
-    if url is None: get_model(model)  # a broken model file is one error, not one per image
+    if url is None:
+        if model and model.startswith('models:'): from fruit360.serve import registered_onnx; model = str(registered_onnx(model))  # MLflow only then
+        get_model(model)  # a broken model file is one error, not one per image
     rows = _answers(expand_inputs(images), model, topk, url)
     if fmt is None: return 1 if _write_rows(sys.stdout, None, rows, topk) else 0
     with atomic_text(out) as f: failed = _write_rows(f, fmt, rows, topk)

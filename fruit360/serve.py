@@ -6,24 +6,26 @@ Docs: https://fruit360.github.io/fruit360/serve.html.md"""
 
 # %% ../nbs/03b_serve.ipynb #8a381028
 from __future__ import annotations
-import base64, binascii, errno, json, logging, os, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
+import base64, binascii, errno, hashlib, json, logging, os, posixpath, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 import urllib.error, urllib.request
 from contextvars import ContextVar
 from http import HTTPStatus
 from pathlib import Path
 import h11, numpy as np
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from .images import image_size, load_rgb
-from .runtime import DEFAULT_MODEL, OnnxClassifier, check_count
+from .images import cache_dir, image_size, load_rgb, scoped_env
+from .runtime import DEFAULT_MODEL, MAX_MODEL_BYTES, OnnxClassifier, check_count
 
 # %% auto #0
-__all__ = ['IMAGE_COLUMN', 'MAX_BATCH', 'MAX_IMAGE_BYTES', 'MAX_REQUEST_PIXELS', 'LOADER_MODULE', 'MAX_BODY_BYTES',
-           'MAX_JSON_DEPTH', 'MAX_JSON_STRUCTURE', 'HEADER_TIMEOUT', 'BODY_TIMEOUT', 'KEEP_ALIVE', 'MAX_CONNECTIONS',
-           'GRACE', 'WORKERS', 'THREADS', 'MODEL_ENV', 'INVALID_REQUEST', 'STOP_SIGNALS', 'image_bytes_b64',
-           'decode_images_b64', 'ServedModel', 'is_fruit360_model', 'save_mlflow_model', 'log_mlflow_model',
-           'package_cli', 'check_json', 'RequestGuard', 'scoring_app', 'GuardedH11Protocol', 'serve_command',
-           'serve_env', 'start_server', 'signal_server', 'stop_server', 'port_in_use', 'serve_cli', 'request_body',
-           'predict_url', 'free_port', 'wait_until_up']
+__all__ = ['IMAGE_COLUMN', 'MAX_BATCH', 'MAX_IMAGE_BYTES', 'MAX_REQUEST_PIXELS', 'LOADER_MODULE', 'PYFUNC_MODULES',
+           'PYFUNC_REQUIREMENTS', 'CHAMPION', 'TEST_METRICS', 'RANKED_BY', 'MAX_METRICS_BYTES', 'REGISTERED',
+           'MAX_MLMODEL_BYTES', 'MAX_BODY_BYTES', 'MAX_JSON_DEPTH', 'MAX_JSON_STRUCTURE', 'HEADER_TIMEOUT',
+           'BODY_TIMEOUT', 'KEEP_ALIVE', 'MAX_CONNECTIONS', 'GRACE', 'WORKERS', 'THREADS', 'MODEL_ENV',
+           'INVALID_REQUEST', 'STOP_SIGNALS', 'image_bytes_b64', 'decode_images_b64', 'ServedModel',
+           'pyfunc_requirements', 'pyfunc_code', 'is_fruit360_model', 'save_mlflow_model', 'log_mlflow_model',
+           'model_test_metrics', 'register_version', 'registered_onnx', 'package_cli', 'check_json', 'RequestGuard',
+           'scoring_app', 'GuardedH11Protocol', 'serve_command', 'serve_env', 'start_server', 'signal_server',
+           'stop_server', 'port_in_use', 'serve_cli', 'request_body', 'predict_url', 'free_port', 'wait_until_up']
 
 # %% ../nbs/03b_serve.ipynb #716f5eea
 IMAGE_COLUMN = 'image'
@@ -31,6 +33,10 @@ MAX_BATCH = 64  # images per request
 MAX_IMAGE_BYTES = 20_000_000  # encoded size of one image file
 MAX_REQUEST_PIXELS = 50_000_000  # decoded pixels per request, summed over its images and read from their headers
 LOADER_MODULE = 'fruit360.serve'  # the module MLflow loads fruit360's models with
+PYFUNC_MODULES = ('__init__', 'images', 'runtime', 'serve')  # the fruit360 modules the MLflow model carries: its loader and what it imports
+PYFUNC_REQUIREMENTS = {'mlflow-skinny': 'mlflow', 'pandas': 'pandas', 'numpy': 'numpy', 'onnxruntime': 'onnxruntime', 'pillow': 'PIL',
+                       'fastcore': 'fastcore', 'uvicorn': 'uvicorn', 'h11': 'h11'}  # what they import, by the module that says its version
+
 
 # %% ../nbs/03b_serve.ipynb #42c7fdf0
 _refusals: ContextVar[list|None] = ContextVar('fruit360_refusals', default=None)
@@ -85,6 +91,21 @@ def _load_pyfunc(data_path:str) -> ServedModel:
     "Entry point of MLflow's loader-module pyfunc: open the ONNX file stored with the MLflow model."
     return ServedModel(data_path, threads=int(os.environ.get('FRUIT360_THREADS', 0)) or None)
 
+# %% ../nbs/03b_serve.ipynb #aba6191d
+def pyfunc_requirements() -> list[str]:
+    "The pip requirements of fruit360's MLflow model: what its code imports (`PYFUNC_REQUIREMENTS`), pinned to the versions installed here."
+    import importlib
+    return [f'{req}=={importlib.import_module(mod).__version__}' for req, mod in PYFUNC_REQUIREMENTS.items()]
+
+def pyfunc_code(dst) -> Path:
+    "A copy of the fruit360 modules the MLflow model loads (`PYFUNC_MODULES`), as the package `dst/fruit360`: its `code_paths`."
+    import fruit360
+    src, pkg = Path(fruit360.__file__).parent, Path(dst)/'fruit360'
+    pkg.mkdir(parents=True)
+    for m in PYFUNC_MODULES: shutil.copyfile(src/f'{m}.py', pkg/f'{m}.py')
+    return pkg
+
+
 # %% ../nbs/03b_serve.ipynb #b497a964
 def _signature_and_example():
     "The pyfunc signature (an `image` string column, an optional `topk` parameter) and an input example."
@@ -107,6 +128,12 @@ def is_fruit360_model(path) -> bool:
     pyfunc = (meta.get('flavors') or {}).get('python_function') if isinstance(meta, dict) else None
     return isinstance(pyfunc, dict) and pyfunc.get('loader_module') == LOADER_MODULE
 
+def _pyfunc_kwargs(onnx_file, code_dir) -> dict:
+    "What `save_model` and `log_model` are given: the loader module, the ONNX file, a copy of the code (in `code_dir`), the requirements, the signature."
+    sig, example = _signature_and_example()
+    return dict(loader_module=LOADER_MODULE, data_path=str(onnx_file), code_paths=[str(pyfunc_code(code_dir))],
+                pip_requirements=pyfunc_requirements(), signature=sig, input_example=example)
+
 def save_mlflow_model(onnx_file=None, path='models_artifacts/mlflow_model') -> Path:
     "Save the exported model `onnx_file` (default: the shipped one) as an MLflow pyfunc model at `path`, replacing only a fruit360 model."
     import mlflow
@@ -119,9 +146,7 @@ def save_mlflow_model(onnx_file=None, path='models_artifacts/mlflow_model') -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}-', dir=path.parent))  # beside the target: the swap is a rename
     try:
-        sig, example = _signature_and_example()
-        mlflow.pyfunc.save_model(tmp/'new', loader_module=LOADER_MODULE, data_path=str(onnx_file), signature=sig,
-                                 input_example=example, pip_requirements=['fruit360'])
+        mlflow.pyfunc.save_model(tmp/'new', **_pyfunc_kwargs(onnx_file, tmp/'code'))
         if replace: path.rename(tmp/'old')
         try: (tmp/'new').rename(path)
         except OSError:
@@ -139,11 +164,113 @@ def log_mlflow_model(onnx_file=None, run_id:str|None=None, experiment:str='fruit
     use_experiment(experiment)
     try: run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name='package')
     except mlflow.exceptions.MlflowException: run = mlflow.start_run(run_name='package')  # the run lives in another store
-    sig, example = _signature_and_example()
-    with run:
-        info = mlflow.pyfunc.log_model(name='pyfunc_model', loader_module=LOADER_MODULE, data_path=str(onnx_file or DEFAULT_MODEL),
-                                       signature=sig, input_example=example, pip_requirements=['fruit360'])
+    with run, tempfile.TemporaryDirectory(prefix='fruit360-code-') as code:
+        info = mlflow.pyfunc.log_model(name='pyfunc_model', **_pyfunc_kwargs(onnx_file or DEFAULT_MODEL, code))
     return info.model_uri
+
+# %% ../nbs/03b_serve.ipynb #c192777c
+CHAMPION = 'champion'  # the alias of the registered version that serves
+TEST_METRICS = ('accuracy', 'f1_macro', 'accuracy_twins_merged', 'f1_macro_twins_merged')  # the Test metrics a version is tagged with
+RANKED_BY = 'f1_macro_twins_merged'  # the one a new version must match or beat to become the champion
+MAX_METRICS_BYTES = 4096  # the `test_metrics` metadata is refused unread beyond this (fruit360 writes under 1 kB)
+
+def model_test_metrics(clf:OnnxClassifier) -> dict[str, float]:
+    "The Test metrics (`TEST_METRICS`) in the metadata of the exported model `clf`, checked: numbers from 0 to 1, `RANKED_BY` among them."
+    def refused(problem): return ValueError(f"model file '{clf.path}' {problem}: register a model written by fruit360 export after training")
+    raw = clf.metadata.get('test_metrics')
+    if raw is None: raise refused('has no Test metrics in its metadata')
+    if len(raw.encode()) > MAX_METRICS_BYTES: raise refused(f'has test_metrics metadata over {MAX_METRICS_BYTES:,} bytes')
+    try: test = json.loads(raw).get('test')
+    except (ValueError, AttributeError): raise refused('has test_metrics metadata that is not a JSON object') from None
+    if not isinstance(test, dict): raise refused("has no 'test' metrics in its test_metrics metadata")
+    metrics = {k: test[k] for k in TEST_METRICS if k in test}
+    if RANKED_BY not in metrics: raise refused(f'has no Test {RANKED_BY} in its metadata')
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1 for v in metrics.values()):
+        raise refused('has Test metrics that are not numbers from 0 to 1')
+    return {k: float(v) for k, v in metrics.items()}
+
+# %% ../nbs/03b_serve.ipynb #b4a49be0
+def _version_score(version) -> float|None:
+    "The `RANKED_BY` Test metric a registered model version is tagged with, or None if it has none."
+    try: return float((version.tags or {})[f'test_{RANKED_BY}'])
+    except (KeyError, ValueError): return None
+
+def register_version(model_uri:str, # the logged model, e.g. `log_mlflow_model`'s answer
+                     name:str, # the registered model to add a version to (created if new)
+                     metrics:dict, # its Test metrics (`model_test_metrics`)
+                    ) -> str:
+    "Register `model_uri` as a new version of `name` tagged with `metrics`; move `CHAMPION` to it if it ranks at least as high. Say which happened."
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    client = mlflow.MlflowClient()
+    try: champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException: champion = None  # a new model, or one without a champion yet
+    new = mlflow.register_model(model_uri, name, tags={f'test_{k}': str(v) for k, v in metrics.items()})
+    said = f"registered {name} version {new.version} (Test {RANKED_BY} {metrics[RANKED_BY]:.4f})"
+    best = _version_score(champion) if champion else None
+    if champion is not None and best is not None and metrics[RANKED_BY] < best:
+        return f"{said}; {CHAMPION} stays version {champion.version} ({best:.4f}): models:/{name}@{CHAMPION} is unchanged"
+    client.set_registered_model_alias(name, CHAMPION, new.version)
+    was = f'was version {champion.version}, ' + (f'{best:.4f}' if best is not None else f'no {RANKED_BY} tag') if champion else 'the first'
+    return f"{said}; it is the {CHAMPION} now ({was}): models:/{name}@{CHAMPION}"
+
+# %% ../nbs/03b_serve.ipynb #112b151b
+REGISTERED = re.compile(r'models:/([^/@\s]+)(?:@([\w-]+)|/(\d+))')  # models:/NAME@ALIAS or models:/NAME/VERSION
+_DATA_FILE = re.compile(r'data/[\w.-]+\.onnx')  # where a fruit360 MLflow model keeps its ONNX file
+MAX_MLMODEL_BYTES = 1_000_000  # an `MLmodel` file larger than this is no fruit360 model's
+
+def _check_answers(uri:str, timeout:float=5):
+    "Raise `ConnectionError` if `uri` is a tracking server that does not answer its /health within `timeout` s."
+    if not uri.startswith(('http://', 'https://')): return
+    try: urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(f"MLflow tracking server {uri} does not answer ({getattr(e, 'reason', e)}): start it, "
+                              "or unset MLFLOW_TRACKING_URI to use the local store mlflow.db") from None
+
+def _data_file(folder:Path, uri:str) -> str:
+    "The ONNX file that the fruit360 MLflow model in `folder` (downloaded from `uri`) names, relative to it."
+    if not is_fruit360_model(folder): raise ValueError(f"'{uri}' is not an MLflow model saved by fruit360: register one with fruit360 package --register")
+    import yaml
+    data = yaml.safe_load((folder/'MLmodel').read_text())['flavors']['python_function'].get('data')
+    if not (isinstance(data, str) and _DATA_FILE.fullmatch(data)): raise ValueError(f"'{uri}' names no ONNX file under data/ in its MLmodel: re-register it")
+    return data
+
+def _download(uri:str, folder:Path):
+    "Download `MLmodel` and the ONNX file it names of the registered model `uri` into `folder`, sizes checked first; all or nothing."
+    import mlflow
+    def fetch(path:str, limit:int, dst:Path):
+        sizes = {f.path: f.file_size for f in mlflow.artifacts.list_artifacts(artifact_uri=f"{uri}/{posixpath.dirname(path)}".rstrip('/'))}
+        if path not in sizes: raise ValueError(f"'{uri}' has no {path}: it is not a fruit360 model")
+        if (sizes[path] or 0) > limit: raise ValueError(f"'{uri}' has a {path} of {sizes[path]:,} bytes, over the limit of {limit:,}")
+        mlflow.artifacts.download_artifacts(artifact_uri=f'{uri}/{path}', dst_path=str(dst))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{folder.name}-', dir=folder.parent))
+    try:
+        with scoped_env('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false'):
+            fetch('MLmodel', MAX_MLMODEL_BYTES, tmp)
+            fetch(_data_file(tmp, uri), MAX_MODEL_BYTES, tmp)
+        try: tmp.rename(folder)
+        except OSError:
+            if not is_fruit360_model(folder): raise  # else another process downloaded it first
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+
+def registered_onnx(uri:str, # a registered model: models:/NAME@ALIAS or models:/NAME/VERSION
+                   ) -> Path:
+    "The ONNX file of the fruit360 model registered at `uri` in the tracking store's registry, downloaded once into the cache."
+    if not (m := REGISTERED.fullmatch(uri)):
+        raise ValueError(f"'{uri}' is not a registered model: write models:/NAME@ALIAS (e.g. models:/fruit360@{CHAMPION}) or models:/NAME/VERSION")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    _check_answers(mlflow.get_tracking_uri())
+    name, alias, number = m.groups()
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+        key = '\n'.join([mlflow.get_registry_uri(), name, str(version.version), str(version.source), str(version.creation_timestamp)])
+        folder = cache_dir()/'registry'/hashlib.sha256(key.encode()).hexdigest()[:20]
+        if not is_fruit360_model(folder): _download(f'models:/{name}/{version.version}', folder)
+    except MlflowException as e: raise ValueError(f"'{uri}': {e.message.splitlines()[0]}; check the name and alias (the MLflow UI lists what is registered)") from None
+    return folder/_data_file(folder, uri)
 
 # %% ../nbs/03b_serve.ipynb #c50c18f3
 from fastcore.script import call_parse, bool_arg
@@ -153,12 +280,16 @@ def package_cli(model:str=None, # an exported .onnx file (default: the shipped m
                 out:str='models_artifacts/mlflow_model', # where to save the MLflow model: a new folder, or a fruit360 model to replace
                 results:str='models_artifacts/custom_cnn_results.json', # training results naming the MLflow run to log into
                 log:bool_arg=True, # also log the model to the tracking store ($MLFLOW_TRACKING_URI, else mlflow.db)
+                register:str=None, # also register it as a new version of this name; it becomes the champion if its Test score is at least the champion's
                ):
-    "Save an exported model as an MLflow pyfunc model (and log it to the tracking store)."
+    "Save an exported model as an MLflow pyfunc model (and log it to the tracking store, and register it)."
+    if register and not log: raise ValueError('--register needs the model logged: leave out --log false')
+    metrics = model_test_metrics(OnnxClassifier(model)) if register else None  # refused before anything is written
     print(f'saved {save_mlflow_model(model, out)}')
     if log:
         run_id = json.loads(Path(results).read_text()).get('mlflow_run_id') if Path(results).exists() else None
-        print(f'logged {log_mlflow_model(model, run_id)}')
+        print(f'logged {(uri := log_mlflow_model(model, run_id))}')
+        if register: print(register_version(uri, register, metrics))
 
 # %% ../nbs/03b_serve.ipynb #8a7598d5
 MAX_BODY_BYTES = 64_000_000  # request body; a larger one is answered 413 before it is read
@@ -341,14 +472,14 @@ def _stop(signum, frame):
 
 # %% ../nbs/03b_serve.ipynb #9c781077
 @call_parse
-def serve_cli(model:str=None, # an MLflow model folder or an exported .onnx file (default: the shipped model)
+def serve_cli(model:str=None, # an MLflow model folder, an exported .onnx file or a registered model models:/NAME@ALIAS (default: the shipped model)
               host:str='127.0.0.1', # address to listen on; 0.0.0.0 exposes the service to the network
               port:int=5000, # port to listen on
               workers:int=WORKERS, # server processes
               threads:int=THREADS, # ONNX Runtime threads per worker (0: all cores)
              ):
     "Serve a fruit360 model over HTTP: POST base64 images to /invocations, get JSON back. Ctrl-C, SIGTERM or SIGHUP stop it."
-    model = Path(model) if model else DEFAULT_MODEL
+    model = registered_onnx(str(model)) if str(model).startswith('models:') else Path(model) if model else DEFAULT_MODEL
     if not model.exists(): raise FileNotFoundError(f"model '{model}' does not exist: pass an MLflow model folder or an .onnx file")
     if why := port_in_use(host, port): raise OSError(f'{why}; stop the server that listens there or pass another --port')
     handlers = {s: signal.signal(s, _stop) for s in STOP_SIGNALS}

@@ -6,20 +6,24 @@ Docs: https://fruit360.github.io/fruit360/train.html.md"""
 
 # %% ../nbs/02c_train.ipynb #3560a05a
 from __future__ import annotations
-import datetime, json, os, platform, shutil, time, urllib.error, urllib.request
+import datetime, json, os, platform, re, shutil, time, urllib.error, urllib.request
+from contextlib import nullcontext
 from pathlib import Path
 import numpy as np, torch
 import matplotlib.pyplot as plt
-from fastcore.script import call_parse, bool_arg
+from fastcore.script import call_parse, bool_arg, store_true
 from .data import twin_groups, twins_merged
 from .loaders import FruitDataLoaders, get_dls
 from .checkpoint import ARCHITECTURES, _save_atomic, build_model, model_spec
-from .training import LR, SCHEDULE, History, evaluate, fit_fruit, fruit_learner, resolve_precision
+from .training import (LR, SCHEDULE, RESUME_FILE, History, ResumeState, evaluate, fit_fruit, fruit_learner,
+                               load_resume, read_resume_state, resolve_precision)
 from fastai.callback.core import Callback  # fastai is imported by fruit360.training, its warnings scoped there
+from fastai.torch_core import num_distrib, rank_distrib
 
 # %% auto #0
 __all__ = ['EPOCHS', 'plot_curves', 'most_confused', 'plot_confusion', 'tracking_uri', 'check_tracking', 'use_experiment',
-           'MLflowMetrics', 'check_trainable', 'train_model', 'train', 'results_table']
+           'MLflowMetrics', 'check_trainable', 'interrupted_run', 'check_resumable', 'train_model', 'train',
+           'results_table']
 
 # %% ../nbs/02c_train.ipynb #23c08961
 def plot_curves(history:list[dict], title:str='') -> plt.Figure:
@@ -88,6 +92,7 @@ class MLflowMetrics(Callback):
     "Log each epoch's `History` row to the active MLflow run."
     order = History.order + 1
     def after_epoch(self):
+        if rank_distrib() or getattr(self.learn, 'replayed', None) is not None: return  # rank 0 logs; a replayed epoch was logged
         import mlflow
         row = self.learn.history.rows[-1]
         mlflow.log_metrics({k: v for k, v in row.items() if k != 'epoch'}, step=row['epoch'])
@@ -109,6 +114,21 @@ def check_trainable(dls):
                          f'use a batch size of at most {n} (--bs) or more images')
     if len(dls.valid_ds) == 0: raise ValueError('the validation set is empty: give the Training split more images per class')
 
+def interrupted_run(out, name:str) -> Path:
+    "The folder of the latest interrupted run of `name` in `out`, which holds a resume state; `ValueError` when there is none."
+    named = re.compile(rf'\.{re.escape(name)}\.[0-9a-f]{{32}}')  # `.NAME.RUNID`, as `train_model` names it
+    found = [d for d in Path(out).glob(f'.{name}.*') if named.fullmatch(d.name) and d.is_dir() and not d.is_symlink()
+             and (d/RESUME_FILE).is_file()]
+    if not found: raise ValueError(f"nothing to resume: no interrupted {name} run in '{out}' (train without --resume to start one)")
+    return max(found, key=lambda d: (d/RESUME_FILE).stat().st_mtime)
+
+def check_resumable(recorded:dict, settings:dict, folder):
+    "Refuse to continue the run in `folder`, started with the `recorded` settings, with other `settings`."
+    if diff := [k for k in sorted(recorded.keys() | settings.keys()) if recorded.get(k) != settings.get(k)]:
+        raise ValueError(f"cannot resume the run in '{folder}' with other settings than it started with ("
+                         + ', '.join(f'{k}: {recorded.get(k)!r}, now {settings.get(k)!r}' for k in diff)
+                         + '): resume with the same options, or train afresh without --resume')
+
 # %% ../nbs/02c_train.ipynb #03b892bd
 def _save_plots(history:list[dict], test:dict, classes:list[str], name:str, plots:Path) -> list[Path]:
     "Save the training curves and the Test confusion matrix of run `name` under `plots`."
@@ -122,38 +142,60 @@ def _save_plots(history:list[dict], test:dict, classes:list[str], name:str, plot
 def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:float=LR, out='models_artifacts', plots='plots',
                 precision:str='auto', compile:bool=False, experiment:str='fruit360', params:dict|None=None,
                 model:torch.nn.Module|None=None, schedule:str=SCHEDULE,
+                patience:int|None=None, # stop when validation macro-F1 has not improved for this many epochs
+                resume:bool=False, # continue the latest interrupted run of `name` in `out` (same settings, same MLflow run)
                 cbs:list|None=None, # more callbacks for the fit
                ) -> dict:
     "Train the model of `spec` on `dls` as run `name`, evaluate it, save plots and results, and log it to MLflow."
     import mlflow
     check_trainable(dls)
-    mlflow.set_tracking_uri(check_tracking(tracking_uri()))
-    use_experiment(experiment)
+    rank0, world = not rank_distrib(), max(1, num_distrib())  # under torchrun, only rank 0 tracks and writes
+    if resume and world > 1: raise ValueError('--resume continues a run in one process: resume it without torchrun')
+    if rank0:
+        mlflow.set_tracking_uri(check_tracking(tracking_uri()))
+        use_experiment(experiment)
     out, plots = Path(out), Path(plots)
     precision = resolve_precision(precision, dls.device)
+    settings = {**(params or {}), 'model': name, 'epochs': epochs, 'lr': lr, 'schedule': schedule, 'patience': patience, 'bs': dls.bs,
+                'n_classes': len(dls.vocab), 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'precision': precision,
+                'compile': compile, 'experiment': experiment, 'processes': world}  # what a resumed run must share with the run it continues
     learn = fruit_learner(dls, model if model is not None else build_model(spec), lr, precision, compile)
-    with mlflow.start_run(run_name=name) as run:
-        run_id, stage = run.info.run_id, out/f'.{name}.{run.info.run_id}'  # the run's own folder until it finishes
+    state, run_id = None, None
+    if resume:
+        folder = interrupted_run(out, name)
+        check_resumable((state := read_resume_state(folder))['settings'], settings, folder)
+        load_resume(learn, folder, state)
+        run_id = folder.name.rsplit('.', 1)[1]
+        try: mlflow.MlflowClient().get_run(run_id)
+        except Exception: raise ValueError(f"the interrupted run's MLflow run {run_id} is not in the tracking store {mlflow.get_tracking_uri()}: "
+                                           'resume with the MLFLOW_TRACKING_URI it was started with') from None
+    before = state['wall_s'] if state else 0.
+    with mlflow.start_run(run_id=run_id, run_name=None if resume else name) if rank0 else nullcontext() as run:
+        run_id = run.info.run_id if rank0 else None
+        stage = out/f'.{name}.{run_id}'  # the run's own folder until it finishes (rank 0's)
         ckpt_file, results_file = f'{name}.pth', f'{name}_results.json'
         try:
-            mlflow.log_params({**(params or {}), 'model': name, 'epochs': epochs, 'lr': lr, 'schedule': schedule, 'bs': dls.bs,
-                               'n_classes': len(dls.vocab), 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds),
-                               'precision': precision, 'compile': compile})
+            if rank0 and not resume: mlflow.log_params(settings)
             start = time.perf_counter()
-            try: history = fit_fruit(learn, epochs, lr, stage/ckpt_file, spec, schedule, cbs=[MLflowMetrics(), *(cbs or [])])
+            try: history = fit_fruit(learn, epochs, lr, stage/ckpt_file, spec, schedule, early_stop=patience, resume=state,
+                                     cbs=[MLflowMetrics(), ResumeState(stage, settings, before), *(cbs or [])])
             except torch.OutOfMemoryError: raise MemoryError(_oom_message(dls.bs)) from None
-            wall = time.perf_counter() - start
+            wall = before + time.perf_counter() - start
             twins = dls.summary.twins
             groups = twin_groups(list(dls.vocab), twins) if twins else None
             valid, test = evaluate(learn, dls.valid, groups), evaluate(learn, dls.test, groups)
             scores = lambda m: {k: v for k, v in m.items() if k not in ('confusion', 'n_images')}
+            stopped = len(history) if len(history) < epochs else None
             results = dict(model=name, epochs=epochs, schedule=schedule, lr=lr, valid_pct=dls.valid_pct, seed=dls.seed, best_epoch=int(np.argmax([h['f1_macro'] for h in history])) + 1,
+                           patience=patience, stopped_epoch=stopped, resumed_after_epoch=state['epoch'] if state else None,
                            valid=scores(valid), test=scores(test), twins=[list(p) for p in twins or {}],
-                           n_test=test['n_images'], wall_time_s=round(wall, 1), train_images_per_s=round(learn.throughput.images_per_s, 1),
-                           device=_device_name(dls.device), precision=precision,
+                           n_test=test['n_images'], wall_time_s=round(wall, 1), train_images_per_s=round(learn.throughput.images_per_s * world, 1),
+                           device=_device_name(dls.device) + (f' x {world} processes' if world > 1 else ''), precision=precision,
                            history=history, classes=list(dls.vocab), mlflow_run_id=run_id,
                            finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
-            mlflow.log_metrics({f'test_{k}': v for k, v in results['test'].items()} | {'train_images_per_s': results['train_images_per_s']})
+            if not rank0: return results  # the others helped train and evaluate
+            mlflow.log_metrics({f'test_{k}': v for k, v in results['test'].items()} | {'train_images_per_s': results['train_images_per_s']}
+                               | ({'stopped_epoch': stopped} if stopped else {}))
             (stage/results_file).write_text(text := json.dumps(results, indent=2))
             results = json.loads(text)  # plain JSON data (no NumPy scalars), as the checkpoint can hold it
             best = torch.load(stage/ckpt_file, map_location='cpu', weights_only=True)
@@ -163,7 +205,10 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
             mlflow.pytorch.log_model(learn.model.float().cpu(), name='model', pip_requirements=['torch', 'fruit360'],
                                      input_example=dls.valid.one_batch()[0][:1].float().cpu().numpy())
             for f in (ckpt_file, results_file): os.replace(stage/f, out/f)  # the checkpoint first: see `run_results`
-        finally: shutil.rmtree(stage, ignore_errors=True)  # the run's own folder, and whatever an unfinished run left in it
+        except BaseException:
+            if rank0 and not (stage/RESUME_FILE).is_file(): shutil.rmtree(stage, ignore_errors=True)  # nothing to resume: nothing to keep
+            raise
+    shutil.rmtree(stage, ignore_errors=True)  # finished: its resume state is no longer needed
     return results
 
 # %% ../nbs/02c_train.ipynb #1d41c0a2
@@ -187,11 +232,15 @@ def train(model:str='custom_cnn', # custom_cnn or resnet18
           weights:str=None, # resnet18: a local file of ImageNet weights
           cache:bool_arg=True, # decode the dataset once into a tensor on the device
           experiment:str='fruit360', # MLflow experiment
+          patience:int=None, # stop early when validation macro-F1 has not improved for this many epochs
+          resume:store_true=False, # continue the latest interrupted run of this model in --out (same options, same MLflow run)
          ) -> dict:
     "Train a fruit360 model on Fruits-360, evaluate it on Test, track the run in MLflow; print its results table and return the results."
     from fastai.torch_core import set_seed
+    if num_distrib() > 1 and torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))  # torchrun: a GPU each
     if model not in EPOCHS: raise ValueError(f"unknown model '{model}': choose one of {', '.join(EPOCHS)}")
     check_tracking(tracking_uri())  # an unreachable tracking server is reported before the data is even read
+    if resume: interrupted_run(out, model)  # and nothing to resume too
     set_seed(seed, reproducible=True)
     dls = get_dls(data, bs=bs, seed=seed, max_per_class=max_per_class, cache=cache)
     n = len(dls.vocab)
@@ -200,8 +249,9 @@ def train(model:str='custom_cnn', # custom_cnn or resnet18
     compile = dls.device.type == 'cuda' if compile is None else compile
     results = train_model(model, spec, dls, epochs or EPOCHS[model], lr, out, plots, precision, compile, experiment,
                           params=dict(seed=seed, max_per_class=max_per_class, data=str(dls.summary.path), **extra),
-                          model=ARCHITECTURES[model].build(n, **extra), schedule=schedule)
-    print(results_table(results))
+                          model=ARCHITECTURES[model].build(n, **extra), schedule=schedule, patience=patience, resume=resume)
+    if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
+    if not rank_distrib(): print(results_table(results))
     return results
 
 # %% ../nbs/02c_train.ipynb #4cfba0ee
@@ -209,8 +259,9 @@ def results_table(results:dict) -> str:
     "A Markdown table of a run's validation and Test metrics (plain, and with twin classes as one), epochs, time, speed, device."
     r = results
     merged = lambda m: twins_merged(m) or 'no twins'
+    epochs = f"{r['stopped_epoch']} of {r['epochs']}" if r.get('stopped_epoch') else r['epochs']  # stopped early
     return ('| model | split | accuracy | macro-F1 | twins as one: accuracy / macro-F1 | epochs (best) | wall time | train images/s | device |\n'
             '|---|---|---|---|---|---|---|---|---|\n' + '\n'.join(
-            f"| {r['model']} | {s} | {r[k]['accuracy']:.4f} | {r[k]['f1_macro']:.4f} | {merged(r[k])} | {r['epochs']} ({r['best_epoch']}) "
+            f"| {r['model']} | {s} | {r[k]['accuracy']:.4f} | {r[k]['f1_macro']:.4f} | {merged(r[k])} | {epochs} ({r['best_epoch']}) "
             f"| {r['wall_time_s'] / 60:.1f} min | {r['train_images_per_s']:,.0f} | {r['device']}, {r['precision']} |"
             for s, k in (('validation', 'valid'), ('Test', 'test'))))

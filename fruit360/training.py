@@ -1,4 +1,4 @@
-"""What every fruit360 model is trained with: fastai `Learner`, torchmetrics metrics, the best checkpoint, bf16, MLflow and plots.
+"""What every fruit360 model is trained with: fastai `Learner`, torchmetrics metrics, the best checkpoint, early stopping, resuming an interrupted fit, bf16.
 
 Docs: https://fruit360.github.io/fruit360/training.html.md"""
 
@@ -6,7 +6,8 @@ Docs: https://fruit360.github.io/fruit360/training.html.md"""
 
 # %% ../nbs/02b_training.ipynb #9af4b0c9
 from __future__ import annotations
-import time, warnings
+import time, types, warnings
+from contextlib import nullcontext
 from pathlib import Path
 import numpy as np, torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -17,17 +18,21 @@ with warnings.catch_warnings():  # fastai's import raises a deprecation warning 
     from fastai.callback.core import Callback
     from fastai.callback.progress import ProgressCallback
     from fastai.callback.channelslast import ChannelsLast
-    from fastai.callback.tracker import TrackerCallback
-    from fastai.learner import Learner, Metric
+    from fastai.callback.tracker import TrackerCallback, EarlyStoppingCallback
+    from fastai.learner import Learner, Metric, Recorder, save_model, load_model
+    from fastai.torch_core import get_model, get_random_states, set_random_states, num_distrib, rank_distrib
     from fastai.losses import CrossEntropyLossFlat
     from fastai.optimizer import OptimWrapper
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
-from .checkpoint import save_checkpoint
+from fastcore.foundation import L
+from .checkpoint import MAX_CHECKPOINT_BYTES, MAX_RESULTS_BYTES, _save_atomic, save_checkpoint
 
 # %% auto #0
-__all__ = ['LR', 'SCHEDULE', 'TorchMetric', 'fruit_metrics', 'classification_metrics', 'BestCheckpoint', 'bf16_supported',
-           'resolve_precision', 'BF16', 'leave_autocast', 'Throughput', 'PlainTensors', 'ProgressBar', 'History',
-           'fused_adam', 'PlateauLR', 'fruit_learner', 'fit_fruit', 'evaluate']
+__all__ = ['LR', 'SCHEDULE', 'RESUME_FILE', 'MAX_STATE_BYTES', 'TorchMetric', 'fruit_metrics', 'classification_metrics',
+           'BestCheckpoint', 'bf16_supported', 'resolve_precision', 'BF16', 'leave_autocast', 'Throughput',
+           'PlainTensors', 'ProgressBar', 'History', 'fused_adam', 'PlateauLR', 'random_states', 'set_states',
+           'ResumeState', 'Replay', 'read_resume_state', 'load_resume', 'distributed', 'fruit_learner', 'fit_fruit',
+           'evaluate']
 
 # %% ../nbs/02b_training.ipynb #797eb35a
 class TorchMetric(Metric):
@@ -35,8 +40,9 @@ class TorchMetric(Metric):
     def __init__(self, metric, name:str): self.metric, self._name = metric, name
     def reset(self): self.metric.reset()
     def accumulate(self, learn):
-        self.metric.to(learn.pred.device)
-        self.metric.update(learn.pred.argmax(-1), learn.yb[0])
+        preds, targs = learn.to_detach((learn.pred.argmax(-1), learn.yb[0]), cpu=False)  # from every process, in distributed training
+        self.metric.to(preds.device)
+        self.metric.update(preds, targs)
     @property
     def value(self): return self.metric.compute().item()
     @property
@@ -44,8 +50,8 @@ class TorchMetric(Metric):
 
 def fruit_metrics(n_classes:int) -> list[TorchMetric]:
     "Accuracy and macro-F1 over `n_classes` classes."
-    return [TorchMetric(MulticlassAccuracy(n_classes, average='micro'), 'accuracy'),
-            TorchMetric(MulticlassF1Score(n_classes, average='macro'), 'f1_macro')]
+    return [TorchMetric(MulticlassAccuracy(n_classes, average='micro', sync_on_compute=False), 'accuracy'),
+            TorchMetric(MulticlassF1Score(n_classes, average='macro', sync_on_compute=False), 'f1_macro')]
 
 # %% ../nbs/02b_training.ipynb #363cf2f7
 def classification_metrics(preds:torch.Tensor, targs:torch.Tensor, n_classes:int,
@@ -69,18 +75,21 @@ class BestCheckpoint(TrackerCallback):
         super().__init__(monitor=monitor)
         self.path, self.spec = Path(path), spec
 
-    def before_fit(self): self.best_epoch = None; super().before_fit()
+    def before_fit(self): self.best_epoch, self.best_state = None, None; super().before_fit()
 
     def after_epoch(self):
         super().after_epoch()
         if not self.new_best: return
-        self.best_epoch = self.epoch
-        save_checkpoint(self.model, self.path, self.spec, self.dls.vocab, epoch=self.epoch, **{self.monitor: float(self.best)})
+        self.best_epoch, model = self.epoch, get_model(self.model)  # the network inside DistributedDataParallel
+        if getattr(self.learn, 'replayed', None) is not None: self.best_state = None; return  # saved before the interruption
+        self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if not rank_distrib(): save_checkpoint(model, self.path, self.spec, self.dls.vocab, epoch=self.epoch, **{self.monitor: float(self.best)})
 
     def after_fit(self):
         super().after_fit()
-        if self.best_epoch is not None:
-            self.model.load_state_dict(torch.load(self.path, map_location='cpu', weights_only=True)['state_dict'])
+        if self.best_epoch is None: return
+        state = self.best_state or torch.load(self.path, map_location='cpu', weights_only=True)['state_dict']
+        get_model(self.model).load_state_dict(state)
 
 # %% ../nbs/02b_training.ipynb #dbd5a341
 def bf16_supported(device) -> bool:
@@ -156,8 +165,10 @@ class History(Callback):
     order = 55  # after the Recorder has the epoch's values
     def before_fit(self): self.rows = []
     def after_epoch(self):
-        vals = dict(zip(self.recorder.metric_names[1:-1], map(float, self.recorder.values[-1])))
-        self.rows.append({'epoch': self.epoch + 1, **vals, 'lr': self.opt.hypers[-1]['lr']})
+        if (row := getattr(self.learn, 'replayed', None)) is None:  # a new epoch, not one replayed after an interruption
+            vals = dict(zip(self.recorder.metric_names[1:-1], map(float, self.recorder.values[-1])))
+            row = {'epoch': self.epoch + 1, **vals, 'lr': float(self.opt.hypers[-1]['lr'])}
+        self.rows.append(row)
 
 # %% ../nbs/02b_training.ipynb #78d1b6ad
 LR, SCHEDULE = 3e-3, 'onecycle'  # the default recipe: Adam with fastai's 1cycle schedule up to 3e-3
@@ -182,6 +193,111 @@ class PlateauLR(TrackerCallback):
             self.opt.set_hyper('lr', self.opt.hypers[-1]['lr'] / self.factor)
             self.wait = 0
 
+# %% ../nbs/02b_training.ipynb #a3c1e002
+def _unwrap(dl): return getattr(dl, 'dl', dl)  # the loader inside a `DistributedDL`
+
+def random_states(dls) -> dict:
+    "Every random state a fit on `dls` draws from: Python's, NumPy's and torch's (fastai's `get_random_states`), and each loader's shuffling."
+    s = get_random_states()
+    kind, keys, *rest = s['numpy_state']
+    return {**s, 'numpy_state': (kind, torch.from_numpy(keys.astype(np.int64)), *rest),  # tensors and plain values: weights-only loadable
+            'loaders': [_unwrap(dl).rng.getstate() for dl in dls.loaders]}
+
+def set_states(states:dict, dls):
+    "Put back the random states that `random_states` took from a fit on `dls`."
+    s = dict(states)
+    for dl, st in zip(dls.loaders, s.pop('loaders')): _unwrap(dl).rng.setstate(st)
+    kind, keys, *rest = s['numpy_state']
+    set_random_states(**{**s, 'numpy_state': (kind, keys.numpy().astype(np.uint32), *rest)})
+
+# %% ../nbs/02b_training.ipynb #a3c1e005
+RESUME_FILE = 'resume.pth'  # the state of an unfinished fit, in its folder beside `epoch_N.pth`
+
+class ResumeState(Callback):
+    "After each epoch, save in folder `path` what continuing the fit takes: model and optimiser, `History` rows, random states, `settings`."
+    order = 80  # after History, the best checkpoint and the loggers have seen the epoch
+    def __init__(self, path, settings:dict|None=None,
+                 wall_s:float=0.): # seconds the fit had run before it was interrupted
+        self.path, self.settings, self.wall_s = Path(path), settings or {}, wall_s
+    def before_fit(self): self.start = time.perf_counter()
+    def after_epoch(self):
+        if rank_distrib() or getattr(self.learn, 'replayed', None) is not None: return  # one writer; a replayed epoch is saved already
+        n, smooth = self.epoch + 1, self.recorder.smooth_loss
+        self.path.mkdir(parents=True, exist_ok=True)
+        save_model(self.path/f'epoch_{n}.pth', self.learn.model, self.learn.opt, with_opt=True)
+        _save_atomic(dict(epoch=n, weights=f'epoch_{n}.pth', history=list(self.learn.history.rows), settings=self.settings,
+                          smooth_loss=(smooth.count, float(smooth.val)), random=random_states(self.dls),
+                          wall_s=self.wall_s + time.perf_counter() - self.start), self.path/RESUME_FILE)
+        (self.path/f'epoch_{n - 1}.pth').unlink(missing_ok=True)  # the state no longer names it
+
+# %% ../nbs/02b_training.ipynb #a3c1e007
+class Replay(Callback):
+    "Give the epochs that `fit(start_epoch=...)` skips their recorded rows back, so recorder, `History` and trackers go on where they were."
+    order = Recorder.order + 1  # its before_fit resets the smoothed loss that this one puts back
+    def __init__(self, state:dict): self.rows, self.smooth = state['history'], state['smooth_loss']
+    def before_fit(self):
+        self.learn.replayed, smooth = None, self.recorder.smooth_loss
+        smooth.count, smooth.val = self.smooth[0], torch.tensor(self.smooth[1])
+    def before_epoch(self): self.learn.replayed = None
+    def after_cancel_epoch(self):
+        if self.epoch >= len(self.rows): return  # cancelled for another reason: not a skipped epoch
+        self.learn.replayed = row = self.rows[self.epoch]
+        self.recorder.log = L(self.epoch, *(row[n] for n in self.recorder.metric_names[1:] if n != 'time'))
+    def after_fit(self): self.learn.replayed = None
+
+# %% ../nbs/02b_training.ipynb #a3c1e009
+MAX_STATE_BYTES = MAX_RESULTS_BYTES  # larger resume state files are refused before they are read (fruit360's hold no weights: about 60 kB)
+
+def _unusable(path, problem:str) -> ValueError:
+    return ValueError(f"resume state '{path}' {problem}: remove its folder and train afresh (without --resume)")
+
+def _check_file(path:Path, limit:int):
+    "Refuse `path` if it is not a regular file of at most `limit` bytes."
+    if not path.is_file(): raise _unusable(path, 'is missing')
+    if (size := path.stat().st_size) > limit: raise _unusable(path, f'has {size / 2**20:,.1f} MB, more than it may ({limit / 2**20:.0f} MB)')
+
+def read_resume_state(folder) -> dict:
+    "The state `ResumeState` saved in `folder`, size-checked, read by PyTorch's weights-only loader, its parts checked."
+    path = Path(folder)/RESUME_FILE
+    _check_file(path, MAX_STATE_BYTES)
+    try: s = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e: raise _unusable(path, f'is not readable ({type(e).__name__})') from None
+    parts = {'epoch', 'weights', 'history', 'settings', 'smooth_loss', 'random', 'wall_s'}
+    if not isinstance(s, dict) or parts - s.keys(): raise _unusable(path, 'is not a state saved by fruit360 train')
+    n = s['epoch']
+    if not (isinstance(n, int) and n >= 1 and s['weights'] == f'epoch_{n}.pth' and isinstance(s['settings'], dict)
+            and isinstance(s['history'], list) and len(s['history']) == n and all(isinstance(r, dict) for r in s['history'])):
+        raise _unusable(path, 'has inconsistent parts')
+    return s
+
+def load_resume(learn:Learner, folder, state:dict|None=None) -> dict:
+    "Load model and optimiser of the interrupted fit saved in `folder` into `learn`; return its `state` (`read_resume_state`)."
+    state = state or read_resume_state(folder)
+    weights = Path(folder)/state['weights']  # `epoch_N.pth`, checked: never a path from the file
+    _check_file(weights, MAX_CHECKPOINT_BYTES)
+    if learn.opt is None: learn.create_opt()
+    with warnings.catch_warnings():
+        warnings.filterwarnings('error', message='.*optimizer state')  # fastai warns and goes on without it
+        try: load_model(weights, learn.model, learn.opt, with_opt=True, device=learn.dls.device)
+        except Exception as e: raise _unusable(weights, f'does not fit this model and optimiser ({type(e).__name__})') from None
+    return state
+
+# %% ../nbs/02b_training.ipynb #c5e3f002
+def _broadcast(self, t:list, rank:int) -> list:
+    "Broadcast the list `t` from process `rank`, on the device of the process group's backend (fastai's assumes NCCL on a GPU)."
+    t = torch.tensor(t, dtype=torch.long, device='cuda' if torch.distributed.get_backend() == 'nccl' else 'cpu')
+    torch.distributed.broadcast(t, rank)
+    return t.cpu().tolist()
+
+def distributed(dl):
+    "`dl` as fastai's `DistributedDL`: this process's share of its batches, predictions gathered from all processes (on a CPU too)."
+    try: from fastai.distributed import DistributedDL  # needs accelerate: imported under torchrun only
+    except (ImportError, NameError): raise ValueError("distributed training needs Hugging Face Accelerate: pip install accelerate") from None
+    if isinstance(dl, DistributedDL): return dl
+    ddl = DistributedDL(dl)
+    ddl._broadcast = types.MethodType(_broadcast, ddl)
+    return ddl
+
 # %% ../nbs/02b_training.ipynb #14c19305
 def fruit_learner(dls, model:torch.nn.Module, lr:float=LR,
                   precision:str='auto', # 'bf16', 'fp32', or 'auto': bf16 where the device supports it
@@ -198,21 +314,34 @@ def fruit_learner(dls, model:torch.nn.Module, lr:float=LR,
 def fit_fruit(learn:Learner, epochs:int, lr:float=LR, checkpoint=None, spec:dict|None=None,
               schedule:str=SCHEDULE, # 'plateau': constant `lr`, divided by 5 when the validation loss stalls; 'onecycle': fastai's 1cycle up to `lr`
               patience:int=2, # 'plateau': epochs without a lower validation loss before the learning rate is divided
+              early_stop:int|None=None, # stop when validation macro-F1 has not improved for this many epochs
+              resume:dict|None=None, # the state of an interrupted fit (`load_resume`, which loaded its weights): go on after its epochs
               cbs:list|None=None, # more callbacks for this fit
              ) -> list[dict]:
     "Fit `learn` for `epochs`, keeping the best checkpoint by macro-F1 at `checkpoint`; return the `History` rows."
     history = History()
-    cbs = [history, *([BestCheckpoint(checkpoint, spec or {})] if checkpoint is not None else []), *(cbs or [])]
+    cbs = [history, *([BestCheckpoint(checkpoint, spec or {})] if checkpoint is not None else []),
+           *([EarlyStoppingCallback('f1_macro', np.greater, patience=early_stop)] if early_stop else []),
+           *([Replay(resume)] if resume else []), *(cbs or [])]
     if schedule not in ('plateau', 'onecycle'): raise ValueError(f"schedule '{schedule}': use plateau or onecycle")
+    start = resume['epoch'] if resume else 0
+    if resume: set_states(resume['random'], learn.dls)  # last: nothing draws from them before the fit does
+    loaders, ddp = learn.dls.loaders, num_distrib() > 1  # started by torchrun
+    if ddp: learn.dls.loaders = [distributed(dl) for dl in loaders]
+    on_gpu = learn.dls.device is not None and learn.dls.device.type == 'cuda'
     try:
-        if schedule == 'plateau': learn.fit(epochs, lr, cbs=[PlateauLR(patience), *cbs])
-        else: learn.fit_one_cycle(epochs, lr, cbs=cbs)
-    finally: leave_autocast(learn)  # a forward pass that raised left it entered
+        with learn.distrib_ctx(sync_bn=on_gpu, cpu=not on_gpu) if ddp else nullcontext():  # SyncBatchNorm is for GPUs only
+            if schedule == 'plateau': learn.fit(epochs, lr, cbs=[PlateauLR(patience), *cbs], start_epoch=start)
+            else: learn.fit_one_cycle(epochs, lr, cbs=cbs, start_epoch=start)
+    finally:
+        learn.dls.loaders = loaders
+        leave_autocast(learn)  # a forward pass that raised left it entered
     return history.rows
 
 # %% ../nbs/02b_training.ipynb #e9a17694
 def evaluate(learn:Learner, dl, groups:np.ndarray|None=None) -> dict:
     "Accuracy, macro-F1 and confusion matrix of `learn`'s model on the labelled loader `dl` (and over `groups`)."
-    try: probs, targs = learn.get_preds(dl=dl)
+    if num_distrib() > 1 and torch.distributed.is_initialized(): dl = distributed(dl)  # each process its share, all of `dl` in the metrics
+    try: probs, targs = learn.get_preds(dl=dl, reorder=False)  # pairs of prediction and target: their order does not matter
     finally: leave_autocast(learn)
     return classification_metrics(probs.argmax(1), targs, len(learn.dls.vocab), groups)

@@ -66,7 +66,7 @@ def test_no_module_imports_a_later_chapter(module):
     assert sorted(later & set(loads(module))) == []
 
 
-@pytest.mark.parametrize('module', ['images', 'data', 'runtime', 'serve', 'infer', 'cli'])
+@pytest.mark.parametrize('module', ['images', 'data', 'runtime', 'serve', 'infer', 'evaluate', 'cli'])
 def test_inference_modules_load_no_torch(module):
     assert [m for m in ('torch', 'torchvision', 'fastai', 'mlflow') if m in loads(module)] == []
 

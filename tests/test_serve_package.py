@@ -41,3 +41,12 @@ def test_a_folder_that_only_looks_like_a_model_is_refused(tmp_path):
     except FileExistsError as e: assert str(other) in str(e)
     else: raise AssertionError('an MLflow model of another loader was replaced')
     assert [p.name for p in other.iterdir()] == ['MLmodel']
+
+
+def test_the_model_carries_its_code_and_pinned_requirements_not_a_fruit360_package(tmp_path):
+    out = tmp_path/'mlflow_model'
+    assert package(out, tmp_path).returncode == 0
+    reqs = (out/'requirements.txt').read_text().split()
+    assert all('==' in r for r in reqs) and not [r for r in reqs if r.split('==')[0] in ('fruit360', 'torch', 'fastai', 'mlflow')]
+    assert 'onnxruntime' in {r.split('==')[0] for r in reqs}
+    assert {p.name for p in (out/'code'/'fruit360').iterdir()} == {'__init__.py', 'images.py', 'runtime.py', 'serve.py'}

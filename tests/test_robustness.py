@@ -1,0 +1,70 @@
+"Robust to real photos (issue 16): the corruption benchmark is deterministic and graded, training never imitates its held-out types, and the shipped model stays right on darker, flatter, blurred, noisy photos on other backgrounds."
+import importlib.util, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+from conftest import REAL, needs_real_data
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location('bench_robustness', ROOT/'bench'/'robustness.py')
+R = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(R)  # the corruption benchmark
+
+
+def fruit_like(n=6, seed=0):
+    "uint8 (n,100,100,3): coloured discs on white, the look of a Fruits-360 frame."
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:100, :100]
+    out = np.full((n, 100, 100, 3), 255, np.uint8)
+    for i in range(n):
+        disc = (yy - 50) ** 2 + (xx - 50) ** 2 < rng.integers(20, 40) ** 2
+        out[i][disc] = rng.integers(0, 200, 3)
+    return out
+
+
+def test_every_corruption_is_deterministic_and_grows_with_severity():
+    x = fruit_like()
+    for name in R.PARAMS:
+        a, b = R.corrupt(x, name, 3, seed=1), R.corrupt(x, name, 3, seed=1)
+        assert a.dtype == np.uint8 and a.shape == x.shape and (a == b).all(), name
+        change = [np.abs(R.corrupt(x, name, s).astype(int) - x).mean() for s in (1, 5)]
+        assert change[1] > change[0] > 0, (name, change)  # severity 5 changes more than severity 1, which changes something
+
+
+def test_unknown_corruptions_and_severities_are_refused_by_name():
+    with pytest.raises(ValueError, match="unknown corruption 'fog'"): R.corrupt(fruit_like(1), 'fog', 1)
+    with pytest.raises(ValueError, match='severity must be one of 1-5'): R.corrupt(fruit_like(1), 'darken', 6)
+
+
+def test_training_never_draws_a_held_out_corruption():
+    "The photo faults imitate only the train family: impulse noise, motion/zoom blur, pixelation and textured backgrounds stay unseen."
+    from fruit360.augment import PHOTO_FAULTS
+    words = lambda name: set(name.replace('_', ' ').split())
+    held = {'impulse', 'motion', 'zoom', 'pixelate', 'stripes', 'checker'}
+    assert not any(words(f) & held for f in PHOTO_FAULTS), list(PHOTO_FAULTS)
+    assert set(R.HELD_OUT) | set(R.TRAIN_FAMILY) == set(R.PARAMS) and not set(R.HELD_OUT) & set(R.TRAIN_FAMILY)
+
+
+def test_the_benchmark_runs_as_a_user_runs_it(data_path, tmp_path):
+    "One corruption at two severities on 2 Test images per class, with the shipped model: a table and a JSON file."
+    out = subprocess.run([sys.executable, '-m', 'bench.robustness', '--data', str(data_path), '--per-class', '2',
+                          '--corruptions', 'darken,bg_checker', '--severities', '1,3', '--json', str(tmp_path/'r.json')],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    if data_path != REAL:  # the fixture's classes are not the shipped model's: the script says so in one line
+        assert out.returncode != 0 and out.stderr.count('\n') <= 2, out.stderr
+        return
+    assert out.returncode == 0, out.stderr
+    assert 'held out (never train on these)' in out.stdout and 'worst at severity 3' in out.stdout
+    assert (tmp_path/'r.json').exists()
+
+
+@needs_real_data
+def test_the_shipped_model_is_right_on_photo_faults_it_never_saw_in_this_form():
+    "Severity 3 of each corruption type on 4 Test images per class: every type at least MIN_AT_3, twins as one class."
+    images, labels, groups = R.load_test(REAL, 4)
+    res = R.run_benchmark(R.onnx_classifier(None), images, labels, groups, severities=(3,))
+    assert res['clean'] >= 0.98, res['clean']  # 0.990 on all of Test: the robust model misses some Cherry 2/4 and Tomato 8/9 (issue 16 is open for it)
+    low = {c: a[3] for c, a in res['accuracy'].items() if a[3] < MIN_AT_3}
+    assert not low, low
+
+
+MIN_AT_3 = 0.75  # the issue's floor for any corruption at moderate severity
