@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.robustness import HELD_OUT, load_test, run_benchmark
+from fruit360.augment import PHOTO_FAULTS
 
-ALL = ('background', 'exposure', 'contrast', 'saturation', 'blur', 'noise')  # `fruit360.augment.PHOTO_FAULTS`, checked below
+ALL = tuple(PHOTO_FAULTS)
 VARIANTS = {  # name -> (what it is, FruitAugment keyword arguments, CustomCNN standardize)
     'studio': ('the previous recipe: geometry and mild lighting only', dict(p_photo=0.), False),
     'standardize': ('+ input standardisation', dict(p_photo=0.), True),
@@ -29,16 +30,13 @@ VARIANTS = {  # name -> (what it is, FruitAugment keyword arguments, CustomCNN s
 
 
 def torch_classifier(model, classes, bs:int=256):
-    "uint8 batch (N,H,W,3) -> predicted class names, with the PyTorch `model` and the normalisation of training."
+    "uint8 batch (N,H,W,3) -> predicted class names, with the PyTorch `model` behind fruit360's inference wrapper."
     import torch
-    from fruit360.images import STATS
-    mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in STATS)
+    from fruit360.checkpoint import ProbabilityModel
+    net = ProbabilityModel(model).eval()
     def classify(images):
-        model.eval(); out = []
         with torch.inference_mode():
-            for k in range(0, len(images), bs):
-                x = torch.from_numpy(np.ascontiguousarray(images[k:k + bs])).permute(0, 3, 1, 2).float() / 255
-                out.append(model((x - mean) / std).argmax(1))
+            out = [net(torch.from_numpy(np.ascontiguousarray(images[k:k + bs]))).argmax(1) for k in range(0, len(images), bs)]
         return [classes[i] for i in torch.cat(out).tolist()]
     return classify
 
@@ -46,11 +44,10 @@ def torch_classifier(model, classes, bs:int=256):
 def run_variant(name:str, data, train_per_class:int, epochs:int, test:tuple, seed:int=42, lr:float=3e-3) -> dict:
     "Train variant `name` from scratch and measure it clean and at severity 3."
     from fastai.torch_core import set_seed
-    from fruit360.augment import FruitAugment, PHOTO_FAULTS
+    from fruit360.augment import FruitAugment
     from fruit360.custom_cnn import CustomCNN
     from fruit360.loaders import get_dls
     from fruit360.training import fit_fruit, fruit_learner
-    assert tuple(PHOTO_FAULTS) == ALL, 'bench/ablation.py lists other faults than fruit360.augment'
     what, aug, standardize = VARIANTS[name]
     set_seed(seed, reproducible=True)
     dls = get_dls(data, seed=seed, max_per_class=train_per_class, augment=[FruitAugment(**aug)])

@@ -322,7 +322,7 @@ def load_test(data, per_class:int):
 
 
 def onnx_classifier(model):
-    "uint8 batch -> predicted class names, through `fruit360.infer.predict_batch` and the exported `model`."
+    "uint8 batch -> predicted class names, through `fruit360.infer.predict_batch` and the exported `model` (a file or `OnnxClassifier`)."
     from fruit360.infer import predict_batch
     return lambda images: [a['class'] for a in predict_batch(list(images), model=model, topk=1, bs=256)]
 
@@ -361,10 +361,11 @@ def main(argv=None):
         t0 = time.perf_counter()
         images, labels, groups = load_test(a.data, a.per_class)
         from fruit360.runtime import OnnxClassifier
-        if unknown := sorted(set(labels) - set(OnnxClassifier(a.model).classes)):
+        model = OnnxClassifier(a.model)  # opened once: the class check and every corrupted batch
+        if unknown := sorted(set(labels) - set(model.classes)):
             raise ValueError(f"{a.data} holds {len(unknown)} classes the model does not know ({', '.join(unknown[:3])}...): "
                              'pass the data the model was trained on, or a model trained on this data with --model')
-        classify = onnx_classifier(a.model)
+        classify = onnx_classifier(model)
         print(f'{len(images)} Test images ({a.per_class} per class) of {a.data}; model {a.model or "shipped default"}; '
               f'twins as one: {sorted(set(groups.values())) or "none"}', flush=True)
         res = run_benchmark(classify, images, labels, groups, names, sev, a.seed, log=lambda s: print(s, flush=True))

@@ -68,10 +68,10 @@ def new_background(x, p_gradient:float=0.5):
     "The white background replaced by a random colour or (with probability `p_gradient`) a linear ramp between two."
     n, _, h, w = x.shape
     c1, c2 = torch.rand(n, 3, 1, 1, device=x.device), torch.rand(n, 3, 1, 1, device=x.device)
-    a = per_image(draw(x, 0, 2 * np.pi))[:, 0]
+    a = draw(x, 0, 2 * np.pi)[:, None, None]
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device), indexing='ij')
     ramp = ((a.cos() * xx + a.sin() * yy) / np.sqrt(2) + 1) / 2  # (N, H, W) in [0, 1], in a random direction
-    ramp = (ramp * per_image(torch.rand(n, device=x.device) < p_gradient)[:, 0])[:, None]
+    ramp = ramp[:, None] * per_image(torch.rand(n, device=x.device) < p_gradient)  # (N, 1, H, W); 0: a plain colour
     m = background_mask(x)
     return x * (1 - m) + (c1 * (1 - ramp) + c2 * ramp) * m
 
@@ -102,7 +102,7 @@ class FruitAugment(Transform):
 
     def _draw(self, x, lo, hi, neutral, p=None):
         "One value per image, uniform in [`lo`, `hi`) with probability `p` (default `self.p`), else `neutral`."
-        v = torch.empty(len(x), device=x.device).uniform_(lo, hi)
+        v = draw(x, lo, hi)
         return torch.where(torch.rand(len(x), device=x.device) < (self.p if p is None else p), v, torch.full_like(v, neutral))
 
     def geometry(self, x):

@@ -14,7 +14,8 @@ __all__ = ['standardize_images', 'conv_block', 'CustomCNN']
 # %% ../nbs/02_custom_cnn.ipynb #d1fe62aa
 def standardize_images(x:torch.Tensor, eps:float=1e-5) -> torch.Tensor:
     "Each image of the batch `x` minus its mean per channel, divided by its standard deviation over all channels."
-    x = x.float() - x.float().mean((2, 3), keepdim=True)
+    x = x.float()
+    x = x - x.mean((2, 3), keepdim=True)
     return x / (x.pow(2).mean((1, 2, 3), keepdim=True).sqrt() + eps)
 
 def conv_block(ni:int, nf:int) -> nn.Sequential:
