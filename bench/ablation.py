@@ -19,13 +19,14 @@ from fruit360.augment import PHOTO_FAULTS
 ALL = tuple(PHOTO_FAULTS)
 VARIANTS = {  # name -> (what it is, FruitAugment keyword arguments, CustomCNN standardize)
     'studio': ('the previous recipe: geometry and mild lighting only', dict(p_photo=0.), False),
-    'standardize': ('+ input standardisation', dict(p_photo=0.), True),
+    'standardize': ('+ input standardisation (per channel)', dict(p_photo=0.), 'channel'),
     'faults': ('+ photo faults on half of each batch', dict(p_photo=0.5), False),
-    'full': ('both (the shipped recipe)', dict(p_photo=0.5), True),
-    'full-background': ('full without new backgrounds', dict(p_photo=0.5, faults=tuple(f for f in ALL if f != 'background')), True),
-    'full-photometric': ('full without exposure, contrast, saturation', dict(p_photo=0.5, faults=('background', 'blur', 'noise')), True),
-    'full-blur-noise': ('full without blur and noise', dict(p_photo=0.5, faults=('background', 'exposure', 'contrast', 'saturation')), True),
-    'full-every-image': ('full, faults on every image', dict(p_photo=1.), True),
+    'full': ('both (the first robust model: per-channel standardisation)', dict(p_photo=0.5), 'channel'),
+    'full-global': ('both, standardised with one mean over the channels (the shipped recipe)', dict(p_photo=0.5), 'global'),
+    'full-background': ('full without new backgrounds', dict(p_photo=0.5, faults=tuple(f for f in ALL if f != 'background')), 'channel'),
+    'full-photometric': ('full without exposure, contrast, saturation', dict(p_photo=0.5, faults=('background', 'blur', 'noise')), 'channel'),
+    'full-blur-noise': ('full without blur and noise', dict(p_photo=0.5, faults=('background', 'exposure', 'contrast', 'saturation')), 'channel'),
+    'full-every-image': ('full, faults on every image', dict(p_photo=1.), 'channel'),
 }
 
 

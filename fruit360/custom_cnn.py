@@ -7,27 +7,39 @@ Docs: https://fruit360.github.io/fruit360/custom_cnn.html.md"""
 # %% ../nbs/02_custom_cnn.ipynb #d33e324c
 from __future__ import annotations
 import torch, torch.nn as nn
+from .images import STATS
 
 # %% auto #0
-__all__ = ['standardize_images', 'conv_block', 'CustomCNN']
+__all__ = ['STANDARDIZE', 'standardize_images', 'conv_block', 'CustomCNN']
 
 # %% ../nbs/02_custom_cnn.ipynb #d1fe62aa
-def standardize_images(x:torch.Tensor, eps:float=1e-5) -> torch.Tensor:
-    "Each image of the batch `x` minus its mean per channel, divided by its standard deviation over all channels."
+def standardize_images(x:torch.Tensor, per_channel:bool=False, eps:float=1e-5) -> torch.Tensor:
+    "Each image of the batch `x` minus its mean (over all channels, or per channel with `per_channel`), divided by its standard deviation over all channels."
     x = x.float()
-    x = x - x.mean((2, 3), keepdim=True)
+    x = x - x.mean((2, 3) if per_channel else (1, 2, 3), keepdim=True)
     return x / (x.pow(2).mean((1, 2, 3), keepdim=True).sqrt() + eps)
 
 def conv_block(ni:int, nf:int) -> nn.Sequential:
     "3x3 convolution, batch norm, ReLU, 2x2 max pooling: `ni` channels in, `nf` out, half the resolution."
     return nn.Sequential(nn.Conv2d(ni, nf, 3, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True), nn.MaxPool2d(2))
 
+STANDARDIZE = {'global': 'the pixels (normalisation undone) minus one mean over all channels',
+               'channel': 'the normalised input minus its mean per channel (also written True, as checkpoints of the first robust model say)',
+               False: 'none'}  # `CustomCNN(standardize=...)` -> what the network does to its input first
+
 class CustomCNN(nn.Module):
     "`standardize_images`, four `conv_block`s (`body`), then global average pooling, dropout and a linear layer over `n_classes` (`head`)."
     def __init__(self, n_classes:int, channels:tuple=(32, 64, 128, 256), dropout:float=0.3,
-                 standardize:bool=True): # standardise each image first (checkpoints from before it existed: False)
+                 standardize:str|bool='global'): # a key of `STANDARDIZE` (checkpoints from before it existed: False)
         super().__init__()
+        if standardize is True: standardize = 'channel'
+        if standardize not in STANDARDIZE: raise ValueError(f"standardize={standardize!r} is not one of {', '.join(map(repr, STANDARDIZE))}")
         self.standardize = standardize
+        mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in STATS)  # what the input was normalised with, to undo it
+        self.register_buffer('pixel_mean', mean, persistent=False); self.register_buffer('pixel_std', std, persistent=False)
         self.body = nn.Sequential(*[conv_block(ni, nf) for ni, nf in zip((3, *channels[:-1]), channels)])
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels[-1], n_classes))
-    def forward(self, x): return self.head(self.body(standardize_images(x) if self.standardize else x))
+    def forward(self, x):
+        if self.standardize == 'global': x = standardize_images(x * self.pixel_std + self.pixel_mean)
+        elif self.standardize == 'channel': x = standardize_images(x, per_channel=True)
+        return self.head(self.body(x))

@@ -18,9 +18,9 @@ from fastprogress.fastprogress import progress_bar
 from .images import IMG_SIZE, IMAGE_EXTS, cache_dir, open_image, read_image_bytes
 
 # %% auto #0
-__all__ = ['FRUITS360_URL', 'SPLITS', 'synthetic_class_names', 'make_synthetic_fruits', 'DatasetSummary', 'check_layout',
-           'inspect_files', 'find_twins', 'twin_groups', 'twins_merged', 'check_dataset', 'download_fruits360',
-           'find_data', 'project_dir', 'subsample', 'split_items', 'data_cli']
+__all__ = ['FRUITS360_URL', 'SPLITS', 'synthetic_class_names', 'make_synthetic_fruits', 'DatasetSummary', 'class_folders',
+           'check_layout', 'inspect_files', 'find_twins', 'twin_groups', 'twins_merged', 'check_dataset',
+           'download_fruits360', 'find_data', 'project_dir', 'subsample', 'split_items', 'data_cli']
 
 # %% ../nbs/00a_data.ipynb #2bec7438
 FRUITS360_URL = 'https://github.com/fruits-360/fruits-360-100x100/archive/refs/heads/main.zip'
@@ -87,7 +87,7 @@ def _image_files(folder:Path) -> list[Path]:
                           f"folder or broken link): {', '.join(odd[:10])}{' ...' if len(odd) > 10 else ''}", stacklevel=2)
     return sorted(Path(e.path) for e in named if e.is_file())
 
-def _class_folders(split_dir:Path) -> dict[str, list[Path]]:
+def class_folders(split_dir:Path) -> dict[str, list[Path]]:
     "Class name -> image files for every class folder of `split_dir`, refusing empty or image-less folders."
     folders = sorted(d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith('.'))
     if not folders: raise ValueError(f"'{split_dir}' has no class folders: expected one folder of images per class")
@@ -114,7 +114,7 @@ def check_layout(path) -> dict[str, dict[str, list[Path]]]:
         if not (path/s).is_dir():
             raise ValueError(f"'{path}' has no {s}/ folder: a Fruits-360 dataset holds Training/<Class>/*.jpg "
                              "and Test/<Class>/*.jpg")
-    files = {s: _class_folders(path/s) for s in SPLITS}
+    files = {s: class_folders(path/s) for s in SPLITS}
     unknown = sorted(set(files['Test']) - set(files['Training']))
     if unknown: raise ValueError(f"'{path}': Test/ has classes that Training/ lacks, so no model can learn them: "
                                  f"{', '.join(unknown)}; add their training images or remove them from Test/")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from fastcore.script import call_parse, store_true
 from .images import compiler_cache, describe_input, load_rgb
-from .data import SPLITS, _class_folders, check_dataset, check_layout, find_data, find_twins, inspect_files, split_items, twin_groups, twins_merged
+from .data import SPLITS, class_folders, check_dataset, check_layout, find_data, find_twins, inspect_files, split_items, twin_groups, twins_merged
 from .runtime import check_count
 from .infer import get_model, predict_batch
 
@@ -58,7 +58,7 @@ def eval_set(data, # a Fruits-360 folder (its Test split) or a folder of class f
     "The labelled images of `data` of the `known` classes: those `train` evaluates on for a Fruits-360 folder."
     data = Path(data)
     folder = split_dir(data)
-    layout = check_layout(data)['Test'] if folder != data else _class_folders(data)  # the file names only, no decoding yet
+    layout = check_layout(data)['Test'] if folder != data else class_folders(data)  # the file names only, no decoding yet
     unknown = check_known(sorted(layout), known, folder, ignore_unknown)
     with warnings.catch_warnings():  # twins and unreadable files are in the results
         warnings.simplefilter('ignore')
@@ -225,7 +225,7 @@ def save_evaluation(r:dict, out) -> list[Path]:
 def log_evaluation(r:dict, files:list, experiment:str='fruit360') -> str:
     "Log the evaluation `r` and its saved `files` as an MLflow run of `experiment`; return the run id."
     import mlflow
-    from fruit360.train import check_tracking, tracking_uri, use_experiment
+    from fruit360.tracking import check_tracking, tracking_uri, use_experiment
     mlflow.set_tracking_uri(check_tracking(tracking_uri()))
     use_experiment(experiment)
     with mlflow.start_run(run_name=f"evaluate {Path(r['model']).name}") as run:
@@ -251,7 +251,7 @@ def evaluate_cli(model:str=None, # an exported .onnx model or a .pth checkpoint 
     "Evaluate a model on labelled images: accuracy, top-5, macro-F1, per-class report, confusion matrix, worst images."
     check_count('--bs', bs); check_count('--top-losses', top_losses)
     if mlflow:
-        from fruit360.train import check_tracking, tracking_uri
+        from fruit360.tracking import check_tracking, tracking_uri
         check_tracking(tracking_uri())
     r = evaluate_model(model, data, ignore_unknown_classes, bs, precision, top_losses)
     print(report_text(r))

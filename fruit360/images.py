@@ -157,10 +157,11 @@ def _open_lazy(data: bytes, name, max_pixels) -> Image.Image:
 
 def image_size(data: bytes, # the bytes of an image file
                name='image', # what to call it in errors
-               max_pixels:int=MAX_PIXELS # refuse images with more pixels than this
+               max_pixels:int=MAX_PIXELS, # refuse images with more pixels than this
+               decode:bool=False, # decode it all: also refuses a file damaged past its header, such as a truncated one (slower)
               ) -> tuple[int, int]:
-    "Width and height of the image file `data`, read from its header only."
-    return _open_lazy(data, name, max_pixels).size
+    "Width and height of the image file `data`, read from its header only (or, with `decode`, by decoding it)."
+    return (_decode if decode else _open_lazy)(data, name, max_pixels).size
 
 def _decode(data: bytes, name, max_pixels) -> Image.Image:
     "Decode image file bytes, refusing empty, unknown, truncated and oversized files and formats not in `RASTER_FORMATS`."

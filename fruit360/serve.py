@@ -159,7 +159,7 @@ def save_mlflow_model(onnx_file=None, path='models_artifacts/mlflow_model') -> P
 def log_mlflow_model(onnx_file=None, run_id:str|None=None, experiment:str='fruit360') -> str:
     "Log the exported model as an MLflow pyfunc to the tracking store; return the model's URI."
     import mlflow
-    from fruit360.train import check_tracking, tracking_uri, use_experiment
+    from fruit360.tracking import check_tracking, tracking_uri, use_experiment
     mlflow.set_tracking_uri(check_tracking(tracking_uri()))
     use_experiment(experiment)
     try: run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name='package')
@@ -219,14 +219,6 @@ REGISTERED = re.compile(r'models:/([^/@\s]+)(?:@([\w-]+)|/(\d+))')  # models:/NA
 _DATA_FILE = re.compile(r'data/[\w.-]+\.onnx')  # where a fruit360 MLflow model keeps its ONNX file
 MAX_MLMODEL_BYTES = 1_000_000  # an `MLmodel` file larger than this is no fruit360 model's
 
-def _check_answers(uri:str, timeout:float=5):
-    "Raise `ConnectionError` if `uri` is a tracking server that does not answer its /health within `timeout` s."
-    if not uri.startswith(('http://', 'https://')): return
-    try: urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
-    except OSError as e:
-        raise ConnectionError(f"MLflow tracking server {uri} does not answer ({getattr(e, 'reason', e)}): start it, "
-                              "or unset MLFLOW_TRACKING_URI to use the local store mlflow.db") from None
-
 def _data_file(folder:Path, uri:str) -> str:
     "The ONNX file that the fruit360 MLflow model in `folder` (downloaded from `uri`) names, relative to it."
     if not is_fruit360_model(folder): raise ValueError(f"'{uri}' is not an MLflow model saved by fruit360: register one with fruit360 package --register")
@@ -261,7 +253,8 @@ def registered_onnx(uri:str, # a registered model: models:/NAME@ALIAS or models:
         raise ValueError(f"'{uri}' is not a registered model: write models:/NAME@ALIAS (e.g. models:/fruit360@{CHAMPION}) or models:/NAME/VERSION")
     import mlflow
     from mlflow.exceptions import MlflowException
-    _check_answers(mlflow.get_tracking_uri())
+    from fruit360.tracking import check_tracking  # torch-free, like this module
+    check_tracking(mlflow.get_tracking_uri())
     name, alias, number = m.groups()
     client = mlflow.MlflowClient()
     try:

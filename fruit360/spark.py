@@ -36,10 +36,10 @@ def read_images(spark, # a `SparkSession`
 def image_problem(content:bytes|None, # the bytes of an image file; None for a file that was not read
                   name:str='image', # what to call the file in the message
                  ) -> str|None:
-    "Why the model would refuse the image file `content`, judged from its size and header alone; None if it would not."
+    "Why the model would refuse the image file `content`, judged from its size and by decoding it; None if it would not."
     if content is None:
         return f'{name} has no content: files over {MAX_IMAGE_BYTES:,} bytes, the limit for one image, are not read; resize or recompress it'
-    try: image_size(read_image_bytes(content, name, MAX_IMAGE_BYTES), name)
+    try: image_size(read_image_bytes(content, name, MAX_IMAGE_BYTES), name, decode=True)
     except (ValueError, OSError, TypeError) as e: return str(e)
     return None
 

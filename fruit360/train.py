@@ -6,7 +6,7 @@ Docs: https://fruit360.github.io/fruit360/train.html.md"""
 
 # %% ../nbs/02c_train.ipynb #3560a05a
 from __future__ import annotations
-import datetime, json, os, platform, re, shutil, time, urllib.error, urllib.request
+import datetime, json, os, platform, re, shutil, time
 from contextlib import nullcontext
 from pathlib import Path
 import numpy as np, torch
@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 from fastcore.script import call_parse, bool_arg, store_true
 from .data import twin_groups, twins_merged
 from .loaders import FruitDataLoaders, get_dls
+from .tracking import check_tracking, tracking_uri, use_experiment
 from .checkpoint import ARCHITECTURES, _save_atomic, build_model, model_spec
 from .training import (LR, SCHEDULE, RESUME_FILE, History, ResumeState, evaluate, fit_fruit, fruit_learner,
                                load_resume, read_resume_state, resolve_precision)
@@ -21,9 +22,8 @@ from fastai.callback.core import Callback  # fastai is imported by fruit360.trai
 from fastai.torch_core import num_distrib, rank_distrib
 
 # %% auto #0
-__all__ = ['EPOCHS', 'plot_curves', 'most_confused', 'plot_confusion', 'tracking_uri', 'check_tracking', 'use_experiment',
-           'MLflowMetrics', 'check_trainable', 'interrupted_run', 'check_resumable', 'train_model', 'train',
-           'results_table']
+__all__ = ['EPOCHS', 'plot_curves', 'most_confused', 'plot_confusion', 'MLflowMetrics', 'check_trainable', 'interrupted_run',
+           'check_resumable', 'train_model', 'train', 'results_table']
 
 # %% ../nbs/02c_train.ipynb #23c08961
 def plot_curves(history:list[dict], title:str='') -> plt.Figure:
@@ -62,30 +62,6 @@ def plot_confusion(cm:np.ndarray, classes:list[str], title:str='', top:int=15) -
     side.text(0, 1, 'most confused (count, true -> predicted)\n\n' + '\n'.join(lines), va='top', family='monospace', fontsize=9)
     fig.tight_layout()
     return fig
-
-# %% ../nbs/02c_train.ipynb #6c810616
-def tracking_uri() -> str:
-    "`$MLFLOW_TRACKING_URI`, else MLflow's embedded SQLite store `mlflow.db` in the working directory."
-    return os.environ.get('MLFLOW_TRACKING_URI') or f'sqlite:///{Path("mlflow.db").absolute()}'
-
-def check_tracking(uri:str, timeout:float=5) -> str:
-    "Return `uri` if its MLflow tracking server answers (or it is a local store); else raise `ConnectionError`."
-    if uri.startswith(('http://', 'https://')):
-        try: urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
-        except (urllib.error.URLError, OSError) as e:
-            raise ConnectionError(f"MLflow tracking server {uri} does not answer ({getattr(e, 'reason', e)}): start it "
-                                  "(mlflow server --host 127.0.0.1 --port 8080) or unset MLFLOW_TRACKING_URI to use the "
-                                  "local store mlflow.db") from None
-    return uri
-
-# %% ../nbs/02c_train.ipynb #a7839c75
-def use_experiment(name:str):
-    "Make `name` the active MLflow experiment, creating it (with SQLite stores, its artifacts beside the database)."
-    import mlflow
-    uri = mlflow.get_tracking_uri()
-    if uri.startswith('sqlite:///') and mlflow.get_experiment_by_name(name) is None:
-        mlflow.create_experiment(name, artifact_location=(Path(uri[len('sqlite:///'):]).parent/'mlruns').absolute().as_uri())
-    return mlflow.set_experiment(name)
 
 # %% ../nbs/02c_train.ipynb #b1c8897f
 class MLflowMetrics(Callback):
@@ -212,12 +188,12 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
     return results
 
 # %% ../nbs/02c_train.ipynb #1d41c0a2
-EPOCHS = {'custom_cnn': 20, 'resnet18': 5}  # the models `train` trains (networks of `fruit360.checkpoint.ARCHITECTURES`), and their epochs
+EPOCHS = {'custom_cnn': 30, 'resnet18': 5}  # the models `train` trains (networks of `fruit360.checkpoint.ARCHITECTURES`), and their epochs
 
 # %% ../nbs/02c_train.ipynb #e242ef9b
 @call_parse
 def train(model:str='custom_cnn', # custom_cnn or resnet18
-          epochs:int=None, # default: 20 for custom_cnn, 5 for resnet18
+          epochs:int=None, # default: 30 for custom_cnn, 5 for resnet18
           bs:int=64, # batch size
           lr:float=LR, # (peak) learning rate of Adam
           schedule:str=SCHEDULE, # onecycle, or plateau (constant lr divided by 5 when the validation loss stalls: the design's Adam 1e-3 + ReduceLROnPlateau)

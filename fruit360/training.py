@@ -6,8 +6,8 @@ Docs: https://fruit360.github.io/fruit360/training.html.md"""
 
 # %% ../nbs/02b_training.ipynb #9af4b0c9
 from __future__ import annotations
-import time, types, warnings
-from contextlib import nullcontext
+import io, logging, time, types, warnings
+from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from pathlib import Path
 import numpy as np, torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -28,11 +28,20 @@ from fastcore.foundation import L
 from .checkpoint import MAX_CHECKPOINT_BYTES, MAX_RESULTS_BYTES, _save_atomic, save_checkpoint
 
 # %% auto #0
-__all__ = ['LR', 'SCHEDULE', 'RESUME_FILE', 'MAX_STATE_BYTES', 'TorchMetric', 'fruit_metrics', 'classification_metrics',
+__all__ = ['LR', 'SCHEDULE', 'RESUME_FILE', 'MAX_STATE_BYTES', 'quiet', 'TorchMetric', 'fruit_metrics', 'classification_metrics',
            'BestCheckpoint', 'bf16_supported', 'resolve_precision', 'BF16', 'leave_autocast', 'Throughput',
            'PlainTensors', 'ProgressBar', 'History', 'fused_adam', 'PlateauLR', 'random_states', 'set_states',
            'ResumeState', 'Replay', 'read_resume_state', 'load_resume', 'distributed', 'fruit_learner', 'fit_fruit',
            'evaluate']
+
+# %% ../nbs/02b_training.ipynb #9a1c0de2
+@contextmanager
+def quiet():
+    "Keep a run's progress bars, log lines and library warnings out of the page (its results are tested, not shown)."
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter('ignore'); logging.disable(logging.WARNING)
+        try: yield
+        finally: logging.disable(logging.NOTSET)
 
 # %% ../nbs/02b_training.ipynb #797eb35a
 class TorchMetric(Metric):

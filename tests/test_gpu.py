@@ -4,11 +4,13 @@ They skip without a CUDA GPU; `make gpu-check` runs them on one (`pytest -m gpu`
 runs them against the CPU itself, which checks the tests' own logic on a machine without a GPU.
 """
 import copy, os
+from unittest import mock
 import pytest, torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from fastai.torch_core import TensorImage, set_seed
 from fruit360.custom_cnn import CustomCNN
+from fruit360 import augment
 from fruit360.augment import FruitAugment
 from fruit360.loaders import get_dls
 from fruit360.training import BF16, fruit_learner, fused_adam
@@ -36,32 +38,64 @@ def test_the_tensor_cache_on_the_gpu_holds_and_serves_what_the_cpu_does(data_pat
 
 
 class DrawOnCPU(TorchFunctionMode):
-    "Draw `torch.rand` and `Tensor.uniform_` numbers on the CPU and move them: one seed then gives the same draws on any device."
+    "Draw `torch.rand`, `torch.randn_like` and `Tensor.uniform_` numbers on the CPU and move them: one seed then gives the same draws on any device."
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
         if func is torch.rand:
             device = kwargs.pop('device', None)
             return func(*args, **kwargs).to(device)
+        if func is torch.randn_like:
+            return torch.randn(args[0].shape, dtype=args[0].dtype).to(args[0].device)
         if func is torch.Tensor.uniform_ and args[0].device.type != 'cpu':
             t = args[0]
             return t.copy_(torch.empty(t.shape, dtype=t.dtype).uniform_(*args[1:], **kwargs))
         return func(*args, **kwargs)
 
 
-def augmented(x, seed=0):
-    "`FruitAugment` applied to the training batch `x` with the random parameters drawn on the CPU after `seed`."
-    with DrawOnCPU():
+def all_then_some(x, p, f):
+    "`on_some` as it runs on an accelerator (compute every image, keep a share), on any device: the CPU's own path draws fewer numbers."
+    return torch.where(augment.per_image(torch.rand(len(x), device=x.device) < p), f(x), x)
+
+
+def augmented(x, seed=0, **kw):
+    "`FruitAugment(**kw)` applied to the training batch `x` with the random parameters drawn on the CPU after `seed`."
+    with DrawOnCPU(), mock.patch.object(augment, 'on_some', all_then_some):
         torch.manual_seed(seed)
-        return FruitAugment()(TensorImage(x), split_idx=0).as_subclass(torch.Tensor)
+        return FruitAugment(**kw)(TensorImage(x), split_idx=0).as_subclass(torch.Tensor)
 
 
 def test_fruit_augment_on_the_gpu_moves_and_relights_images_as_on_the_cpu(data_path):
     x = dls_on('cpu', data_path).train.tensors()[0][:32].float() / 255
-    on_cpu, on_dev = augmented(x), augmented(x.to(DEVICE))
+    on_cpu, on_dev = augmented(x, p_photo=0), augmented(x.to(DEVICE), p_photo=0)
     assert on_dev.device.type == DEVICE.type
     assert (on_cpu - x).abs().mean() > 0.01  # it did change the images
     torch.testing.assert_close(on_dev.cpu(), on_cpu, atol=1e-4, rtol=1e-4)
-    assert not torch.allclose(augmented(x, seed=1), on_cpu)  # and another seed gives other parameters
+    assert not torch.allclose(augmented(x, seed=1, p_photo=0), on_cpu)  # and another seed gives other parameters
+
+
+@pytest.mark.parametrize('fault', list(augment.PHOTO_FAULTS))
+def test_each_photo_fault_on_the_gpu_is_the_cpu_fault(data_path, fault):
+    x = dls_on('cpu', data_path).train.tensors()[0][:32].float() / 255
+    def faulted(x):
+        with DrawOnCPU(), torch.backends.cudnn.flags(allow_tf32=False):  # the blur's convolution in full float32
+            torch.manual_seed(0)
+            return augment.PHOTO_FAULTS[fault](x)
+    on_cpu, on_dev = faulted(x), faulted(x.to(DEVICE))
+    assert on_dev.device.type == DEVICE.type
+    assert (on_cpu - x).abs().mean() > 1e-3  # the fault did change the images
+    torch.testing.assert_close(on_dev.cpu(), on_cpu, atol=1e-4, rtol=1e-4)
+
+
+def test_on_some_on_the_gpu_changes_the_images_the_cpu_changes(data_path):
+    x = dls_on('cpu', data_path).train.tensors()[0][:32].float() / 255
+    def some(x):
+        with DrawOnCPU():
+            torch.manual_seed(0)
+            return augment.on_some(x, 0.5, lambda t: 1 - t)  # the CPU computes the chosen images only, an accelerator all of them
+    on_cpu, on_dev = some(x), some(x.to(DEVICE)).cpu()
+    changed = (on_cpu != x).flatten(1).any(1)
+    assert 0 < changed.sum() < len(x)
+    assert torch.equal(on_dev, on_cpu)
 
 
 def test_bf16_loss_on_the_gpu_is_the_fp32_loss_on_the_cpu(data_path):

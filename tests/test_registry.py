@@ -1,6 +1,6 @@
 """A model registry with a champion, on a real `mlflow server`: `fruit360 package --register` adds versions and moves the
 alias `champion` only to one that scores at least as well; `fruit360 predict` and `fruit360 serve` take models:/NAME@champion."""
-import json, os, subprocess, sys
+import json, os, socket, subprocess, sys
 from pathlib import Path
 import onnx, pytest
 from mlflow import MlflowClient
@@ -107,12 +107,14 @@ def test_what_the_registry_gives_is_checked_and_errors_are_one_line(server, env,
              "mlflow.register_model(info.model_uri, 'not-fruit360')")
     r = subprocess.run([sys.executable, '-c', other], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
-    dead = {**env, 'MLFLOW_TRACKING_URI': f'http://127.0.0.1:{free_port()}'}
-    for model, e, says in [('models:/not-fruit360/1', env, 'is not an MLflow model saved by fruit360'),
-                           (f'models:/{NAME}-missing@{CHAMPION}', env, 'not found'),
-                           ('models:/fruit360', env, 'write models:/NAME@ALIAS'),
-                           (f'models:/{NAME}@{CHAMPION}', dead, 'does not answer')]:
-        r = fruit360('predict', image, '--model', model, env=e, cwd=tmp_path, timeout=120)
-        assert r.returncode == 1 and r.stdout == '' and r.stderr.count('\n') == 1 and says in r.stderr, (model, r.stderr)
+    with socket.socket() as held:  # bound, never listening: connections are refused, and no other process can take the port
+        held.bind(('127.0.0.1', 0))
+        dead = {**env, 'MLFLOW_TRACKING_URI': f'http://127.0.0.1:{held.getsockname()[1]}'}
+        for model, e, says in [('models:/not-fruit360/1', env, 'is not an MLflow model saved by fruit360'),
+                               (f'models:/{NAME}-missing@{CHAMPION}', env, 'not found'),
+                               ('models:/fruit360', env, 'write models:/NAME@ALIAS'),
+                               (f'models:/{NAME}@{CHAMPION}', dead, 'does not answer')]:
+            r = fruit360('predict', image, '--model', model, env=e, cwd=tmp_path, timeout=120)
+            assert r.returncode == 1 and r.stdout == '' and r.stderr.count('\n') == 1 and says in r.stderr, (model, r.stderr)
     r = fruit360('package', '--register', NAME, '--log', 'false', '--out', tmp_path/'m', env=env, cwd=tmp_path)
     assert r.returncode == 1 and '--register needs the model logged' in r.stderr and not (tmp_path/'m').exists()

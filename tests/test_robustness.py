@@ -62,7 +62,7 @@ def test_the_shipped_model_is_right_on_photo_faults_it_never_saw_in_this_form():
     "Severity 3 of each corruption type on 4 Test images per class: every type at least MIN_AT_3, twins as one class."
     images, labels, groups = R.load_test(REAL, 4)
     res = R.run_benchmark(R.onnx_classifier(None), images, labels, groups, severities=(3,))
-    assert res['clean'] >= 0.98, res['clean']  # 0.990 on all of Test: the robust model misses some Cherry 2/4 and Tomato 8/9 (issue 16 is open for it)
+    assert res['clean'] >= 0.99, res['clean']  # 0.9964 on all of Test: 22 errors, Cherry 2/4, Tomato 8/9 and one Apple 8 (issue 16 is open for them)
     low = {c: a[3] for c, a in res['accuracy'].items() if a[3] < MIN_AT_3}
     assert not low, low
 
