@@ -58,7 +58,9 @@ def test_the_shipped_model_scores_what_training_measured():
     answers = predict_batch(test, bs=256)
     preds = [a['class'] for a in answers]
     assert np.mean([p == t for p, t in zip(preds, truth)]) == pytest.approx(RESULTS['test']['accuracy'], abs=2e-3)
-    assert np.mean([a['known'] for a in answers]) >= 0.98  # known fruit stays known (the threshold keeps 98% of validation)
+    # Known fruit stays known: the threshold keeps 98% of the validation images, and Test, 6,068 other images, gets
+    # that within its sampling error (one standard deviation is 0.0018 at 98%): 3 of them below is a real change.
+    assert np.mean([a['known'] for a in answers]) >= 0.98 - 3 * np.sqrt(0.98 * 0.02 / len(test))
 
 
 def test_export_has_a_dynamic_batch_axis(tmp_path):
