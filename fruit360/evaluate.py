@@ -225,8 +225,7 @@ def save_evaluation(r:dict, out) -> list[Path]:
 def log_evaluation(r:dict, files:list, experiment:str='fruit360') -> str:
     "Log the evaluation `r` and its saved `files` as an MLflow run of `experiment`; return the run id."
     import mlflow
-    from fruit360.tracking import check_tracking, tracking_uri, use_experiment
-    mlflow.set_tracking_uri(check_tracking(tracking_uri()))
+    from fruit360.tracking import use_experiment
     use_experiment(experiment)
     with mlflow.start_run(run_name=f"evaluate {Path(r['model']).name}") as run:
         mlflow.set_tag('fruit360.command', 'evaluate')

@@ -159,8 +159,7 @@ def save_mlflow_model(onnx_file=None, path='models_artifacts/mlflow_model') -> P
 def log_mlflow_model(onnx_file=None, run_id:str|None=None, experiment:str='fruit360') -> str:
     "Log the exported model as an MLflow pyfunc to the tracking store; return the model's URI."
     import mlflow
-    from fruit360.tracking import check_tracking, tracking_uri, use_experiment
-    mlflow.set_tracking_uri(check_tracking(tracking_uri()))
+    from fruit360.tracking import use_experiment
     use_experiment(experiment)
     try: run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name='package')
     except mlflow.exceptions.MlflowException: run = mlflow.start_run(run_name='package')  # the run lives in another store

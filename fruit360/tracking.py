@@ -29,9 +29,10 @@ def check_tracking(uri:str, timeout:float=5) -> str:
 
 # %% ../nbs/00d_tracking.ipynb #a7839c75
 def use_experiment(name:str):
-    "Make `name` the active MLflow experiment, creating it (with SQLite stores, its artifacts beside the database)."
+    "Point MLflow at `tracking_uri()` once `check_tracking` finds it answers, and make `name` the active experiment there, creating it (with SQLite stores, its artifacts beside the database)."
     import mlflow
-    uri = mlflow.get_tracking_uri()
+    uri = check_tracking(tracking_uri())
+    mlflow.set_tracking_uri(uri)
     if uri.startswith('sqlite:///') and mlflow.get_experiment_by_name(name) is None:
         mlflow.create_experiment(name, artifact_location=(Path(uri[len('sqlite:///'):]).parent/'mlruns').absolute().as_uri())
     return mlflow.set_experiment(name)

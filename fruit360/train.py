@@ -127,9 +127,7 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
     check_trainable(dls)
     rank0, world = not rank_distrib(), max(1, num_distrib())  # under torchrun, only rank 0 tracks and writes
     if resume and world > 1: raise ValueError('--resume continues a run in one process: resume it without torchrun')
-    if rank0:
-        mlflow.set_tracking_uri(check_tracking(tracking_uri()))
-        use_experiment(experiment)
+    if rank0: use_experiment(experiment)
     out, plots = Path(out), Path(plots)
     precision = resolve_precision(precision, dls.device)
     settings = {**(params or {}), 'model': name, 'epochs': epochs, 'lr': lr, 'schedule': schedule, 'patience': patience, 'bs': dls.bs,

@@ -4,7 +4,6 @@ They skip without a CUDA GPU; `make gpu-check` runs them on one (`pytest -m gpu`
 runs them against the CPU itself, which checks the tests' own logic on a machine without a GPU.
 """
 import copy, os
-from unittest import mock
 import pytest, torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
@@ -52,25 +51,20 @@ class DrawOnCPU(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def all_then_some(x, p, f):
-    "`on_some` as it runs on an accelerator (compute every image, keep a share), on any device: the CPU's own path draws fewer numbers."
-    return torch.where(augment.per_image(torch.rand(len(x), device=x.device) < p), f(x), x)
-
-
-def augmented(x, seed=0, **kw):
-    "`FruitAugment(**kw)` applied to the training batch `x` with the random parameters drawn on the CPU after `seed`."
-    with DrawOnCPU(), mock.patch.object(augment, 'on_some', all_then_some):
+def augmented(x, seed=0):
+    "`FruitAugment` without photo faults (geometry and lighting) applied to the training batch `x`, its random parameters drawn on the CPU after `seed`."
+    with DrawOnCPU():
         torch.manual_seed(seed)
-        return FruitAugment(**kw)(TensorImage(x), split_idx=0).as_subclass(torch.Tensor)
+        return FruitAugment(faults=())(TensorImage(x), split_idx=0).as_subclass(torch.Tensor)
 
 
 def test_fruit_augment_on_the_gpu_moves_and_relights_images_as_on_the_cpu(data_path):
     x = dls_on('cpu', data_path).train.tensors()[0][:32].float() / 255
-    on_cpu, on_dev = augmented(x, p_photo=0), augmented(x.to(DEVICE), p_photo=0)
+    on_cpu, on_dev = augmented(x), augmented(x.to(DEVICE))
     assert on_dev.device.type == DEVICE.type
     assert (on_cpu - x).abs().mean() > 0.01  # it did change the images
     torch.testing.assert_close(on_dev.cpu(), on_cpu, atol=1e-4, rtol=1e-4)
-    assert not torch.allclose(augmented(x, seed=1, p_photo=0), on_cpu)  # and another seed gives other parameters
+    assert not torch.allclose(augmented(x, seed=1), on_cpu)  # and another seed gives other parameters
 
 
 @pytest.mark.parametrize('fault', list(augment.PHOTO_FAULTS))
