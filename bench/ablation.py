@@ -5,9 +5,9 @@ then measured clean and under every corruption of `bench/robustness.py` at sever
 
 Every variant trains the same network on the same images (the first `--train-per-class` Training images per class,
 15% of them held out for validation) with the same seed and schedule; only the augmentation (`FruitAugment`'s photo
-faults) and the input standardisation (`CustomCNN(standardize=...)`) change. The models are small and one seed each, so
-differences of a few points are noise; the full recipe's figures come from the real run (`make train`, then
-`bench/robustness.py`). Slow on a CPU: about 3-5 minutes per variant at the defaults on 2 cores.
+faults, and for how many of the last epochs they are off) and the input standardisation (`CustomCNN(standardize=...)`)
+change. The models are small and one seed each, so differences of a few points are noise; the full recipe's figures come
+from the real run (`make train`, then `bench/robustness.py`). Slow on a CPU: about 3-5 minutes per variant at the defaults on 2 cores.
 """
 import argparse, json, sys, time
 from pathlib import Path
@@ -17,16 +17,17 @@ from bench.robustness import HELD_OUT, load_test, run_benchmark
 from fruit360.augment import PHOTO_FAULTS
 
 ALL = tuple(PHOTO_FAULTS)
-VARIANTS = {  # name -> (what it is, FruitAugment keyword arguments, CustomCNN standardize)
-    'studio': ('the previous recipe: geometry and mild lighting only', dict(p_photo=0.), False),
-    'standardize': ('+ input standardisation (per channel)', dict(p_photo=0.), 'channel'),
-    'faults': ('+ photo faults on half of each batch', dict(p_photo=0.5), False),
-    'full': ('both (the first robust model: per-channel standardisation)', dict(p_photo=0.5), 'channel'),
-    'full-global': ('both, standardised with one mean over the channels (the shipped recipe)', dict(p_photo=0.5), 'global'),
-    'full-background': ('full without new backgrounds', dict(p_photo=0.5, faults=tuple(f for f in ALL if f != 'background')), 'channel'),
-    'full-photometric': ('full without exposure, contrast, saturation', dict(p_photo=0.5, faults=('background', 'blur', 'noise')), 'channel'),
-    'full-blur-noise': ('full without blur and noise', dict(p_photo=0.5, faults=('background', 'exposure', 'contrast', 'saturation')), 'channel'),
-    'full-every-image': ('full, faults on every image', dict(p_photo=1.), 'channel'),
+VARIANTS = {  # name -> (what it is, FruitAugment keyword arguments, CustomCNN standardize, share of the last epochs without faults)
+    'studio': ('the previous recipe: geometry and mild lighting only', dict(p_photo=0.), False, 0.),
+    'standardize': ('+ input standardisation (per channel)', dict(p_photo=0.), 'channel', 0.),
+    'faults': ('+ photo faults on half of each batch', dict(p_photo=0.5), False, 0.),
+    'full': ('both (the first robust model: per-channel standardisation)', dict(p_photo=0.5), 'channel', 0.),
+    'full-global': ('both, standardised with one mean over the channels (the shipped recipe)', dict(p_photo=0.5), 'global', 0.),
+    'full-global-finish': ('full-global, the last fifth of the epochs without faults (`--studio-epochs`)', dict(p_photo=0.5), 'global', 0.2),
+    'full-background': ('full without new backgrounds', dict(p_photo=0.5, faults=tuple(f for f in ALL if f != 'background')), 'channel', 0.),
+    'full-photometric': ('full without exposure, contrast, saturation', dict(p_photo=0.5, faults=('background', 'blur', 'noise')), 'channel', 0.),
+    'full-blur-noise': ('full without blur and noise', dict(p_photo=0.5, faults=('background', 'exposure', 'contrast', 'saturation')), 'channel', 0.),
+    'full-every-image': ('full, faults on every image', dict(p_photo=1.), 'channel', 0.),
 }
 
 
@@ -49,13 +50,13 @@ def run_variant(name:str, data, train_per_class:int, epochs:int, test:tuple, see
     from fruit360.custom_cnn import CustomCNN
     from fruit360.loaders import get_dls
     from fruit360.training import fit_fruit, fruit_learner
-    what, aug, standardize = VARIANTS[name]
+    what, aug, standardize, finish = VARIANTS[name]
     set_seed(seed, reproducible=True)
     dls = get_dls(data, seed=seed, max_per_class=train_per_class, augment=[FruitAugment(**aug)])
     model = CustomCNN(len(dls.vocab), standardize=standardize)
     learn = fruit_learner(dls, model, lr)
     t0 = time.perf_counter()
-    fit_fruit(learn, epochs, lr, schedule='onecycle')
+    fit_fruit(learn, epochs, lr, schedule='onecycle', studio_epochs=round(finish * epochs))
     train_s = time.perf_counter() - t0
     images, labels, groups = test
     res = run_benchmark(torch_classifier(learn.model.float(), list(dls.vocab)), images, labels, groups, severities=(3,))

@@ -1,6 +1,6 @@
 """Open-set (issue 11): how well an exported model knows what it does not know, and what it costs `predict`.
 
-    python bench/openset.py [--model PATH] [--data $FRUIT360_DATA] [--n 200] [--before PATH]
+    python bench/openset.py [--model PATH] [--data $FRUIT360_DATA] [--n 200] [--before PATH] [--plot PNG]
 
 Prints, for the model (default: the shipped one):
 - AUROC of novelty, known Test images vs each set of generated non-fruit images (noise, gradients, shapes, rendered
@@ -8,6 +8,8 @@ Prints, for the model (default: the shipped one):
 - the share of known Test images kept `known`, and the share of each generated set flagged not known;
 - `predict` p50 on one 100x100 image, before (probabilities only: the same session without fetching the extra
   outputs, and the model `--before`, by default the one committed at git HEAD) and after, in the same run.
+With `--plot` it also draws the novelty scores of the known Test images, the pooled non-fruit sets and the fruit on a
+replaced background, with the threshold and the lenient one (`plots/openset_scores.png` is made so).
 AUROC against fruit varieties the model never saw needs a model trained without them: the issue 11 research run
 (a leave-8-classes-out custom CNN) measured 0.994 with the same method; run this script with `--model` on such an export.
 The generators are those of that research run (our own code), so the numbers are comparable.
@@ -140,7 +142,25 @@ def previous_model(rev:str='HEAD') -> Path|None:
     return path
 
 
-def main(model=None, data=None, n:int=200, before=None, seed:int=0) -> dict:
+def plot_scores(known:np.ndarray, unknown:dict, openset:dict, path, title:str=''):
+    "Histograms (log scale) of the novelty of known Test images, pooled non-fruit and fruit on a replaced background."
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    groups = {f'known Test ({len(known):,})': known,
+              'generated non-fruit (pooled)': np.concatenate([v for k, v in unknown.items() if k != 'bg_replaced'])}
+    if 'bg_replaced' in unknown: groups['fruit on a replaced background'] = unknown['bg_replaced']
+    lo = max(min(float(v.min()) for v in groups.values()), 1e-4)
+    bins = np.geomspace(lo, max(float(v.max()) for v in groups.values()) * 1.01, 60)
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for name, v in groups.items(): ax.hist(np.clip(v, lo, None), bins, alpha=0.55, density=True, label=name)
+    ax.axvline(openset['threshold'], color='k', ls='--', label=f"threshold {openset['threshold']:.4f}")
+    if 'threshold_lenient' in openset: ax.axvline(openset['threshold_lenient'], color='k', ls=':', label=f"lenient {openset['threshold_lenient']:.4f}")
+    ax.set(xscale='log', xlabel='novelty (kNN distance on pooled features)', ylabel='density', title=title)
+    ax.legend(fontsize=8); fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    return path
+
+
+def main(model=None, data=None, n:int=200, before=None, seed:int=0, plot=None) -> dict:
     from fruit360.data import check_dataset, split_items
     from fruit360.images import load_rgb
     from fruit360.infer import predict
@@ -160,6 +180,7 @@ def main(model=None, data=None, n:int=200, before=None, seed:int=0) -> dict:
     if data:
         res['auroc'] = {k: auroc(known, v) for k, v in unknown.items()}
         res['auroc']['pooled non-fruit'] = auroc(known, np.concatenate([v for k, v in unknown.items() if k != 'bg_replaced']))
+        if plot: res['plot'] = str(plot_scores(known, unknown, clf.openset, plot, f'novelty of {clf.path.name}'))
     res['auroc_unseen_varieties'] = '0.994 (issue 11 research run, leave-8-classes-out model; not measurable on this model)'
     img = str(test[0]) if test else None
     if img is None:
@@ -194,6 +215,8 @@ if __name__ == '__main__':
     ap.add_argument('--n', type=int, default=200, help='generated images per set')
     ap.add_argument('--before', help="the model to time as 'before' (default: the shipped model at git HEAD)")
     ap.add_argument('--json', action='store_true', help='print JSON instead of tables')
+    ap.add_argument('--plot', help='also draw the novelty scores into this PNG file (needs --data)')
     a = ap.parse_args()
-    res = main(a.model, a.data, a.n, a.before)
+    if a.plot and not a.data: ap.error('--plot needs the Test images: give --data or set $FRUIT360_DATA')
+    res = main(a.model, a.data, a.n, a.before, plot=a.plot)
     print(json.dumps(res, indent=1) if a.json else report(res))

@@ -119,18 +119,21 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
                 precision:str='auto', compile:bool=False, experiment:str='fruit360', params:dict|None=None,
                 model:torch.nn.Module|None=None, schedule:str=SCHEDULE,
                 patience:int|None=None, # stop when validation macro-F1 has not improved for this many epochs
+                studio_epochs:int=0, # the last epochs without photo faults (`StudioFinish`)
                 resume:bool=False, # continue the latest interrupted run of `name` in `out` (same settings, same MLflow run)
                 cbs:list|None=None, # more callbacks for the fit
                ) -> dict:
     "Train the model of `spec` on `dls` as run `name`, evaluate it, save plots and results, and log it to MLflow."
     import mlflow
     check_trainable(dls)
+    if not 0 <= studio_epochs <= epochs: raise ValueError(f'studio_epochs={studio_epochs}: choose from 0 to the {epochs} epochs')
     rank0, world = not rank_distrib(), max(1, num_distrib())  # under torchrun, only rank 0 tracks and writes
     if resume and world > 1: raise ValueError('--resume continues a run in one process: resume it without torchrun')
     if rank0: use_experiment(experiment)
     out, plots = Path(out), Path(plots)
     precision = resolve_precision(precision, dls.device)
-    settings = {**(params or {}), 'model': name, 'epochs': epochs, 'lr': lr, 'schedule': schedule, 'patience': patience, 'bs': dls.bs,
+    settings = {**(params or {}), 'model': name, 'epochs': epochs, 'lr': lr, 'schedule': schedule, 'patience': patience,
+                'studio_epochs': studio_epochs, 'bs': dls.bs,
                 'n_classes': len(dls.vocab), 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'precision': precision,
                 'compile': compile, 'experiment': experiment, 'processes': world}  # what a resumed run must share with the run it continues
     learn = fruit_learner(dls, model if model is not None else build_model(spec), lr, precision, compile)
@@ -151,7 +154,7 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
         try:
             if rank0 and not resume: mlflow.log_params(settings)
             start = time.perf_counter()
-            try: history = fit_fruit(learn, epochs, lr, stage/ckpt_file, spec, schedule, early_stop=patience, resume=state,
+            try: history = fit_fruit(learn, epochs, lr, stage/ckpt_file, spec, schedule, early_stop=patience, resume=state, studio_epochs=studio_epochs,
                                      cbs=[MLflowMetrics(), ResumeState(stage, settings, before), *(cbs or [])])
             except torch.OutOfMemoryError: raise MemoryError(_oom_message(dls.bs)) from None
             wall = before + time.perf_counter() - start
@@ -160,7 +163,7 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
             valid, test = evaluate(learn, dls.valid, groups), evaluate(learn, dls.test, groups)
             scores = lambda m: {k: v for k, v in m.items() if k not in ('confusion', 'n_images')}
             stopped = len(history) if len(history) < epochs else None
-            results = dict(model=name, epochs=epochs, schedule=schedule, lr=lr, valid_pct=dls.valid_pct, seed=dls.seed, best_epoch=int(np.argmax([h['f1_macro'] for h in history])) + 1,
+            results = dict(model=name, epochs=epochs, studio_epochs=studio_epochs, schedule=schedule, lr=lr, valid_pct=dls.valid_pct, seed=dls.seed, best_epoch=int(np.argmax([h['f1_macro'] for h in history])) + 1,
                            patience=patience, stopped_epoch=stopped, resumed_after_epoch=state['epoch'] if state else None,
                            valid=scores(valid), test=scores(test), twins=[list(p) for p in twins or {}],
                            n_test=test['n_images'], wall_time_s=round(wall, 1), train_images_per_s=round(learn.throughput.images_per_s * world, 1),
@@ -207,6 +210,7 @@ def train(model:str='custom_cnn', # custom_cnn or resnet18
           cache:bool_arg=True, # decode the dataset once into a tensor on the device
           experiment:str='fruit360', # MLflow experiment
           patience:int=None, # stop early when validation macro-F1 has not improved for this many epochs
+          studio_epochs:int=0, # the last epochs without photo faults (`StudioFinish`)
           resume:store_true=False, # continue the latest interrupted run of this model in --out (same options, same MLflow run)
          ) -> dict:
     "Train a fruit360 model on Fruits-360, evaluate it on Test, track the run in MLflow; print its results table and return the results."
@@ -223,7 +227,7 @@ def train(model:str='custom_cnn', # custom_cnn or resnet18
     compile = dls.device.type == 'cuda' if compile is None else compile
     results = train_model(model, spec, dls, epochs or EPOCHS[model], lr, out, plots, precision, compile, experiment,
                           params=dict(seed=seed, max_per_class=max_per_class, data=str(dls.summary.path), **extra),
-                          model=ARCHITECTURES[model].build(n, **extra), schedule=schedule, patience=patience, resume=resume)
+                          model=ARCHITECTURES[model].build(n, **extra), schedule=schedule, patience=patience, resume=resume, studio_epochs=studio_epochs)
     if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
     if not rank_distrib(): print(results_table(results))
     return results

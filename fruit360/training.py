@@ -25,14 +25,15 @@ with warnings.catch_warnings():  # fastai's import raises a deprecation warning 
     from fastai.optimizer import OptimWrapper
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
 from fastcore.foundation import L
+from .augment import FruitAugment
 from .checkpoint import MAX_CHECKPOINT_BYTES, MAX_RESULTS_BYTES, _save_atomic, save_checkpoint
 
 # %% auto #0
 __all__ = ['LR', 'SCHEDULE', 'RESUME_FILE', 'MAX_STATE_BYTES', 'quiet', 'TorchMetric', 'fruit_metrics', 'classification_metrics',
            'BestCheckpoint', 'bf16_supported', 'resolve_precision', 'BF16', 'leave_autocast', 'Throughput',
            'PlainTensors', 'ProgressBar', 'History', 'fused_adam', 'PlateauLR', 'random_states', 'set_states',
-           'ResumeState', 'Replay', 'read_resume_state', 'load_resume', 'distributed', 'fruit_learner', 'fit_fruit',
-           'evaluate']
+           'ResumeState', 'Replay', 'read_resume_state', 'load_resume', 'StudioFinish', 'distributed', 'fruit_learner',
+           'fit_fruit', 'evaluate']
 
 # %% ../nbs/02b_training.ipynb #9a1c0de2
 @contextmanager
@@ -291,6 +292,20 @@ def load_resume(learn:Learner, folder, state:dict|None=None) -> dict:
         except Exception as e: raise _unusable(weights, f'does not fit this model and optimiser ({type(e).__name__})') from None
     return state
 
+# %% ../nbs/02b_training.ipynb #b7e1a002
+class StudioFinish(Callback):
+    "Turn `FruitAugment`'s photo faults off for the last `epochs` epochs of a fit (and back on after it)."
+    def __init__(self, epochs:int): self.epochs, self.saved = epochs, []
+    def before_fit(self):
+        self.saved = [(t, t.p_photo) for t in _unwrap(self.dls.train).after_batch.fs if isinstance(t, FruitAugment)]
+    def before_epoch(self):
+        studio = self.epoch >= self.n_epoch - self.epochs  # from the epoch number alone: a resumed fit ends the same way
+        for t, p in self.saved: t.p_photo = 0. if studio else p
+    def restore(self):
+        "Give each `FruitAugment` back the share of photo faults it had before the fit."
+        for t, p in self.saved: t.p_photo = p
+    def after_fit(self): self.restore()
+
 # %% ../nbs/02b_training.ipynb #c5e3f002
 def _broadcast(self, t:list, rank:int) -> list:
     "Broadcast the list `t` from process `rank`, on the device of the process group's backend (fastai's assumes NCCL on a GPU)."
@@ -325,13 +340,14 @@ def fit_fruit(learn:Learner, epochs:int, lr:float=LR, checkpoint=None, spec:dict
               patience:int=2, # 'plateau': epochs without a lower validation loss before the learning rate is divided
               early_stop:int|None=None, # stop when validation macro-F1 has not improved for this many epochs
               resume:dict|None=None, # the state of an interrupted fit (`load_resume`, which loaded its weights): go on after its epochs
+              studio_epochs:int=0, # the last epochs without photo faults (`StudioFinish`)
               cbs:list|None=None, # more callbacks for this fit
              ) -> list[dict]:
     "Fit `learn` for `epochs`, keeping the best checkpoint by macro-F1 at `checkpoint`; return the `History` rows."
     history = History()
     cbs = [history, *([BestCheckpoint(checkpoint, spec or {})] if checkpoint is not None else []),
            *([EarlyStoppingCallback('f1_macro', np.greater, patience=early_stop)] if early_stop else []),
-           *([Replay(resume)] if resume else []), *(cbs or [])]
+           *([Replay(resume)] if resume else []), *([studio := StudioFinish(studio_epochs)] if studio_epochs else []), *(cbs or [])]
     if schedule not in ('plateau', 'onecycle'): raise ValueError(f"schedule '{schedule}': use plateau or onecycle")
     start = resume['epoch'] if resume else 0
     if resume: set_states(resume['random'], learn.dls)  # last: nothing draws from them before the fit does
@@ -345,6 +361,7 @@ def fit_fruit(learn:Learner, epochs:int, lr:float=LR, checkpoint=None, spec:dict
     finally:
         learn.dls.loaders = loaders
         leave_autocast(learn)  # a forward pass that raised left it entered
+        if studio_epochs: studio.restore()  # fastai skips `after_fit` when the fit raised (Ctrl-C, out of memory)
     return history.rows
 
 # %% ../nbs/02b_training.ipynb #e9a17694
