@@ -77,6 +77,7 @@ def new_background(x, p_gradient:float=0.5):
 
 def on_some(x, p:float, f):
     "The batch `x` with `f` applied to a random share `p` of its images."
+    if p <= 0: return x  # none: nothing drawn, nothing computed (an accelerator would otherwise compute `f` on all and keep none)
     pick = torch.rand(len(x), device=x.device) < p
     if x.device.type != 'cpu': return torch.where(per_image(pick), f(x), x)  # an accelerator: compute all and keep some, no wait for the host
     idx = pick.nonzero()[:, 0]  # the CPU: compute only the chosen images
