@@ -101,9 +101,9 @@ def explain(learn, data, bs, max_per_class, images_per_s) -> dict:
 def add_ratios(rows: list, bs: int):
     "Give the `rows` of batch size `bs` their ratios to jpeg and to the fastest bare loop."
     mine = [r for r in rows if r['bs'] == bs]
-    jpeg = next(r['images_per_s'] for r in mine if r['pipeline'] == 'jpeg')
+    jpeg = next((r['images_per_s'] for r in mine if r['pipeline'] == 'jpeg'), None)  # None with --jpeg-epochs 0
     bare = max(r['images_per_s'] for r in mine if r['pipeline'].startswith('bare'))
-    for r in mine: r.update(vs_jpeg=r['images_per_s'] / jpeg, of_bare=r['images_per_s'] / bare)
+    for r in mine: r.update(vs_jpeg=r['images_per_s'] / jpeg if jpeg else None, of_bare=r['images_per_s'] / bare)
 
 
 def print_explanation(e: dict, recipe: str):
@@ -120,7 +120,7 @@ def main():
     p.add_argument('--bs', type=int, nargs='+', default=[64, 512], help='batch sizes')
     p.add_argument('--max-per-class', type=int, default=80, help='images per class (0: all)')
     p.add_argument('--epochs', type=int, default=5, help='timed epochs of the cached set-ups')
-    p.add_argument('--jpeg-epochs', type=int, default=1, help='timed epochs of the JPEG set-up')
+    p.add_argument('--jpeg-epochs', type=int, default=1, help='timed epochs of the JPEG set-up (0: leave it out)')
     p.add_argument('--steps', type=int, default=None, help="timed steps of the bare loop (default: --epochs epochs' worth)")
     p.add_argument('--workers', type=int, default=os.cpu_count(), help='JPEG decoding processes')
     p.add_argument('--precision', default='auto')
@@ -153,8 +153,9 @@ def main():
             add(bs, 'cached-studio', s_ips := fastai_run(studio, a.epochs, a.precision, False)[1])
             cached = next(r['images_per_s'] for r in res['rows'] if r['bs'] == bs and r['pipeline'] == 'cached')
             print(f'        photo faults: the cached set-up trains at {cached / s_ips:.2f}x the speed without them', flush=True)
-        jpeg = get_dls(data, bs=bs, max_per_class=mpc, device=device, cache=False, num_workers=a.workers)
-        add(bs, 'jpeg', fastai_run(jpeg, a.jpeg_epochs, a.precision, False, warmup=False)[1])
+        if a.jpeg_epochs > 0:
+            jpeg = get_dls(data, bs=bs, max_per_class=mpc, device=device, cache=False, num_workers=a.workers)
+            add(bs, 'jpeg', fastai_run(jpeg, a.jpeg_epochs, a.precision, False, warmup=False)[1])
         steps = a.steps or a.epochs * (len(dls.train_ds) // bs)
         for c in compiles: add(bs, 'bare' + '+compile' * c, bare_images_per_s(dls, steps, a.precision, c))
         add_ratios(res['rows'], bs); save()
@@ -163,7 +164,9 @@ def main():
             e = explain(learn, data, bs, mpc, ips)
             res['explain'].append(e); res['hints'] = HINTS; save(); print_explanation(e, recipe)
     print(f'\n{"bs":>6}  {"pipeline":<16}{"images/s":>12}{"vs jpeg":>10}{"of bare":>10}')
-    for r in res['rows']: print(f"{r['bs']:>6}  {r['pipeline']:<16}{r['images_per_s']:>12,.0f}{r['vs_jpeg']:>9.1f}x{r['of_bare']:>10.0%}")
+    for r in res['rows']:
+        vs = f"{r['vs_jpeg']:>9.1f}x" if r['vs_jpeg'] else f"{'-':>10}"
+        print(f"{r['bs']:>6}  {r['pipeline']:<16}{r['images_per_s']:>12,.0f}{vs}{r['of_bare']:>10.0%}")
     best = max(r['images_per_s'] for r in res['rows'] if r['pipeline'] == recipe)
     res['recipe_best'] = best; save()
     print(f"the recipe ({recipe}) at its best: {best:,.0f} training images/s, {'meets' if best >= a.target else 'short of'} "

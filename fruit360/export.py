@@ -41,7 +41,7 @@ def model_metadata(ckpt:dict, results:dict|None=None, dataset:str='Fruits-360 (1
             'architecture': ckpt['spec']['arch'], 'dataset': dataset, 'dataset_version': dataset_version,
             'dataset_license': 'CC BY-SA 4.0, Mihai Oltean, Fruits-360 (https://github.com/fruits-360)',
             'training_date': str(results.get('finished_at') or ckpt.get('saved_at', 'unknown')),
-            'training': json.dumps({k: results[k] for k in ('epochs', 'best_epoch', 'schedule', 'lr', 'valid_pct', 'seed', 'precision', 'device', 'wall_time_s') if k in results}),
+            'training': json.dumps({k: results[k] for k in ('epochs', 'studio_epochs', 'best_epoch', 'schedule', 'lr', 'valid_pct', 'seed', 'precision', 'device', 'wall_time_s', 'init') if results.get(k) is not None}),
             'test_metrics': json.dumps({k: results[k] for k in ('test', 'valid', 'n_test', 'twins') if k in results}),
             'producer': f'fruit360 {__version__}', **({'openset': json.dumps(openset)} if openset else {})}
 
@@ -190,7 +190,10 @@ def model_card(path=None) -> str:
         merged = twins_merged(d, '; with twins as one class: accuracy {accuracy:.4f}, macro-F1 {f1_macro:.4f}') or ''
         return f"accuracy {d['accuracy']:.4f}, macro-F1 {d['f1_macro']:.4f}{merged}"
     split = f"{training['valid_pct']:.0%} of Training, seed {training['seed']}" if {'valid_pct', 'seed'} <= training.keys() else 'split not recorded'
+    init = training.pop('init', None)
     recipe = ', '.join(f'{k.replace("_", " ")} {v}' for k, v in training.items()) or 'not recorded'
+    if isinstance(init, dict): recipe += (f"; fine-tuned from the checkpoint of MLflow run {init.get('mlflow_run_id')} ({init.get('epochs')} epochs, "
+                                          f"{init.get('wall_time_s')} s; SHA-256 {str(init.get('sha256'))[:16]}...)")
     twins = '; '.join(' and '.join(t) for t in metrics.get('twins', [])) or 'none found'
     rule = json.loads(m['openset']) if 'openset' in m else None
     unknown = (f"""- **Knows what it does not know**: every answer has `novelty` (1 - cosine similarity of the image's

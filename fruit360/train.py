@@ -6,7 +6,7 @@ Docs: https://fruit360.github.io/fruit360/train.html.md"""
 
 # %% ../nbs/02c_train.ipynb #3560a05a
 from __future__ import annotations
-import datetime, json, os, platform, re, shutil, time
+import datetime, hashlib, json, os, platform, re, shutil, time
 from contextlib import nullcontext
 from pathlib import Path
 import numpy as np, torch
@@ -15,7 +15,7 @@ from fastcore.script import call_parse, bool_arg, store_true
 from .data import twin_groups, twins_merged
 from .loaders import FruitDataLoaders, get_dls
 from .tracking import check_tracking, tracking_uri, use_experiment
-from .checkpoint import ARCHITECTURES, _save_atomic, build_model, model_spec
+from .checkpoint import ARCHITECTURES, _save_atomic, build_model, load_checkpoint, model_spec
 from .training import (LR, SCHEDULE, RESUME_FILE, History, ResumeState, evaluate, fit_fruit, fruit_learner,
                                load_resume, read_resume_state, resolve_precision)
 from fastai.callback.core import Callback  # fastai is imported by fruit360.training, its warnings scoped there
@@ -23,7 +23,7 @@ from fastai.torch_core import num_distrib, rank_distrib
 
 # %% auto #0
 __all__ = ['EPOCHS', 'plot_curves', 'most_confused', 'plot_confusion', 'MLflowMetrics', 'check_trainable', 'interrupted_run',
-           'check_resumable', 'train_model', 'train', 'results_table']
+           'check_resumable', 'train_model', 'start_from', 'check_same_data', 'train', 'results_table']
 
 # %% ../nbs/02c_train.ipynb #23c08961
 def plot_curves(history:list[dict], title:str='') -> plt.Figure:
@@ -33,6 +33,7 @@ def plot_curves(history:list[dict], title:str='') -> plt.Figure:
     for ax, keys, label in zip(axs, [('train_loss', 'valid_loss'), ('accuracy',), ('f1_macro',)], ['loss', 'accuracy', 'macro-F1']):
         for k in keys: ax.plot(epochs, [h[k] for h in history], marker='o', ms=3, label=k.replace('_', ' '))
         ax.set(xlabel='epoch', title=f'{label} (validation)' if len(keys) == 1 else label)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # whole epochs
         ax.grid(alpha=0.3)
     axs[0].legend()
     fig.suptitle(title); fig.tight_layout()
@@ -120,6 +121,7 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
                 model:torch.nn.Module|None=None, schedule:str=SCHEDULE,
                 patience:int|None=None, # stop when validation macro-F1 has not improved for this many epochs
                 studio_epochs:int=0, # the last epochs without photo faults (`StudioFinish`)
+                init:dict|None=None, # where `model`'s weights came from, when not from scratch (`start_from`'s record)
                 resume:bool=False, # continue the latest interrupted run of `name` in `out` (same settings, same MLflow run)
                 cbs:list|None=None, # more callbacks for the fit
                ) -> dict:
@@ -134,6 +136,7 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
     precision = resolve_precision(precision, dls.device)
     settings = {**(params or {}), 'model': name, 'epochs': epochs, 'lr': lr, 'schedule': schedule, 'patience': patience,
                 'studio_epochs': studio_epochs, 'bs': dls.bs,
+                **{f'init_{k}': v for k, v in (init or {}).items()},
                 'n_classes': len(dls.vocab), 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'precision': precision,
                 'compile': compile, 'experiment': experiment, 'processes': world}  # what a resumed run must share with the run it continues
     learn = fruit_learner(dls, model if model is not None else build_model(spec), lr, precision, compile)
@@ -163,7 +166,7 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
             valid, test = evaluate(learn, dls.valid, groups), evaluate(learn, dls.test, groups)
             scores = lambda m: {k: v for k, v in m.items() if k not in ('confusion', 'n_images')}
             stopped = len(history) if len(history) < epochs else None
-            results = dict(model=name, epochs=epochs, studio_epochs=studio_epochs, schedule=schedule, lr=lr, valid_pct=dls.valid_pct, seed=dls.seed, best_epoch=int(np.argmax([h['f1_macro'] for h in history])) + 1,
+            results = dict(model=name, epochs=epochs, studio_epochs=studio_epochs, init=init, schedule=schedule, lr=lr, valid_pct=dls.valid_pct, seed=dls.seed, best_epoch=int(np.argmax([h['f1_macro'] for h in history])) + 1,
                            patience=patience, stopped_epoch=stopped, resumed_after_epoch=state['epoch'] if state else None,
                            valid=scores(valid), test=scores(test), twins=[list(p) for p in twins or {}],
                            n_test=test['n_images'], wall_time_s=round(wall, 1), train_images_per_s=round(learn.throughput.images_per_s * world, 1),
@@ -191,6 +194,39 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
 # %% ../nbs/02c_train.ipynb #1d41c0a2
 EPOCHS = {'custom_cnn': 30, 'resnet18': 5}  # the models `train` trains (networks of `fruit360.checkpoint.ARCHITECTURES`), and their epochs
 
+# %% ../nbs/02c_train.ipynb #9965d171
+def _sha256(path:Path) -> str:
+    "The SHA-256 of the file at `path`, read in blocks."
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(2**20), b''): h.update(block)
+    return h.hexdigest()
+
+def start_from(checkpoint, name:str, out) -> tuple[torch.nn.Module, dict, list[str], dict]:
+    "The network, spec and classes of the fruit360 checkpoint `checkpoint` to go on training as run `name`, and a record of where it came from."
+    path = Path(checkpoint)
+    if path.resolve() == (Path(out)/f'{name}.pth').resolve():
+        raise ValueError(f"--init '{path}' is the checkpoint this run would replace: copy it elsewhere and pass the copy, or pass another --out")
+    net, ckpt = load_checkpoint(path)  # every check of a checkpoint from outside
+    if (arch := ckpt['spec']['arch']) != name: raise ValueError(f"checkpoint '{path}' holds a {arch}, not a {name}: pass --model {arch}, or another checkpoint")
+    parent, run = ckpt.get('results', {}), ckpt.get('mlflow_run_id')
+    number = lambda k: parent.get(k) if isinstance(parent.get(k), (int, float)) and not isinstance(parent.get(k), bool) else None
+    record = dict(checkpoint=str(path), sha256=_sha256(path), mlflow_run_id=run if isinstance(run, str) and re.fullmatch(r'[0-9a-f]{1,64}', run) else None,
+                  epochs=number('epochs'), wall_time_s=number('wall_time_s'), seed=number('seed'), valid_pct=number('valid_pct'))  # from the file: checked before it is kept
+    return net.train(), ckpt['spec'], ckpt['classes'], record
+
+def check_same_data(checkpoint, theirs:list[str], origin:dict, dls:FruitDataLoaders):
+    "Refuse to fine-tune the model of `checkpoint` (trained on the classes `theirs`, `origin` from `start_from`) on `dls` unless it has the same classes, in the same order, and the same validation split."
+    split = {k: (origin[k], getattr(dls, k)) for k in ('seed', 'valid_pct') if origin.get(k) is not None and origin[k] != getattr(dls, k)}
+    if split: raise ValueError(f"checkpoint '{checkpoint}' was trained with another validation split (" + ', '.join(f'{k} {a}, now {b}' for k, (a, b) in split.items())
+                               + f"), so this run would validate on images it trained on: pass --seed {origin['seed']}")
+    ours = list(dls.vocab)
+    if list(theirs) == ours: return
+    lost, new = [c for c in theirs if c not in ours], [c for c in ours if c not in theirs]
+    diff = (f"{len(lost)} of its classes are not in the data ({', '.join(lost[:3])[:120]}), {len(new)} of the data's are not in it ({', '.join(new[:3])[:120]})"
+            if lost or new else 'the same classes in another order')
+    raise ValueError(f"checkpoint '{checkpoint}' was trained on other classes than the data's: {diff}. Fine-tune on the data it was trained on, or train afresh")
+
 # %% ../nbs/02c_train.ipynb #e242ef9b
 @call_parse
 def train(model:str='custom_cnn', # custom_cnn or resnet18
@@ -211,6 +247,7 @@ def train(model:str='custom_cnn', # custom_cnn or resnet18
           experiment:str='fruit360', # MLflow experiment
           patience:int=None, # stop early when validation macro-F1 has not improved for this many epochs
           studio_epochs:int=0, # the last epochs without photo faults (`StudioFinish`)
+          init:str=None, # start from the weights of this fruit360 checkpoint (fine-tuning), not from scratch
           resume:store_true=False, # continue the latest interrupted run of this model in --out (same options, same MLflow run)
          ) -> dict:
     "Train a fruit360 model on Fruits-360, evaluate it on Test, track the run in MLflow; print its results table and return the results."
@@ -219,15 +256,17 @@ def train(model:str='custom_cnn', # custom_cnn or resnet18
     if model not in EPOCHS: raise ValueError(f"unknown model '{model}': choose one of {', '.join(EPOCHS)}")
     check_tracking(tracking_uri())  # an unreachable tracking server is reported before the data is even read
     if resume: interrupted_run(out, model)  # and nothing to resume too
+    if init: net, spec, classes, origin = start_from(init, model, out)  # a bad checkpoint is reported before the data is read, too
     set_seed(seed, reproducible=True)
     dls = get_dls(data, bs=bs, seed=seed, max_per_class=max_per_class, cache=cache)
     n = len(dls.vocab)
-    extra = dict(pretrained=pretrained, weights_path=weights) if model == 'resnet18' else {}
-    spec = model_spec(model, n_classes=n)
+    extra = dict(pretrained=pretrained, weights_path=weights) if model == 'resnet18' and not init else {}
+    if init: check_same_data(init, classes, origin, dls)
+    else: net, spec, origin = ARCHITECTURES[model].build(n, **extra), model_spec(model, n_classes=n), None
     compile = dls.device.type == 'cuda' if compile is None else compile
     results = train_model(model, spec, dls, epochs or EPOCHS[model], lr, out, plots, precision, compile, experiment,
                           params=dict(seed=seed, max_per_class=max_per_class, data=str(dls.summary.path), **extra),
-                          model=ARCHITECTURES[model].build(n, **extra), schedule=schedule, patience=patience, resume=resume, studio_epochs=studio_epochs)
+                          model=net, schedule=schedule, patience=patience, resume=resume, studio_epochs=studio_epochs, init=origin)
     if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
     if not rank_distrib(): print(results_table(results))
     return results
@@ -238,8 +277,11 @@ def results_table(results:dict) -> str:
     r = results
     merged = lambda m: twins_merged(m) or 'no twins'
     epochs = f"{r['stopped_epoch']} of {r['epochs']}" if r.get('stopped_epoch') else r['epochs']  # stopped early
+    init = r.get('init') or {}  # fine-tuned: the epochs and time before it too
+    if init: epochs = f"{epochs} after {init.get('epochs') or '?'}"
+    before = f" (+{init['wall_time_s'] / 60:.1f} before)" if init.get('wall_time_s') else ''
     return ('| model | split | accuracy | macro-F1 | twins as one: accuracy / macro-F1 | epochs (best) | wall time | train images/s | device |\n'
             '|---|---|---|---|---|---|---|---|---|\n' + '\n'.join(
             f"| {r['model']} | {s} | {r[k]['accuracy']:.4f} | {r[k]['f1_macro']:.4f} | {merged(r[k])} | {epochs} ({r['best_epoch']}) "
-            f"| {r['wall_time_s'] / 60:.1f} min | {r['train_images_per_s']:,.0f} | {r['device']}, {r['precision']} |"
+            f"| {r['wall_time_s'] / 60:.1f} min{before} | {r['train_images_per_s']:,.0f} | {r['device']}, {r['precision']} |"
             for s, k in (('validation', 'valid'), ('Test', 'test'))))

@@ -1,5 +1,5 @@
 "Robust to real photos (issue 16): the corruption benchmark is deterministic and graded, training never imitates its held-out types, and the shipped model stays right on darker, flatter, blurred, noisy photos on other backgrounds."
-import importlib.util, subprocess, sys
+import json, importlib.util, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
@@ -55,6 +55,20 @@ def test_the_benchmark_runs_as_a_user_runs_it(data_path, tmp_path):
     assert out.returncode == 0, out.stderr
     assert 'held out (never train on these)' in out.stdout and 'worst at severity 3' in out.stdout
     assert (tmp_path/'r.json').exists()
+
+
+def test_the_recipe_time_bench_times_both_recipes_in_turn(fixture_data, tmp_path):
+    "bench/recipe_time.py as a user runs it, on the generated fixture: each recipe timed once per round, and the projected ratio from the medians."
+    run = lambda *args: subprocess.run([sys.executable, '-m', 'bench.recipe_time', '--data', str(fixture_data), *args],
+                                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    out = run('--rounds', '2', '--epochs', '33', '--before-epochs', '20', '--json', str(tmp_path/'t.json'))
+    assert out.returncode == 0, out.stderr
+    r = json.loads((tmp_path/'t.json').read_text())
+    assert [len(r['epoch_s'][k]) for k in ('studio', 'robust')] == [2, 2] and min(r['epoch_s']['studio'] + r['epoch_s']['robust']) > 0
+    assert abs(r['ratio'] - 33 * r['median_s']['robust'] / (20 * r['median_s']['studio'])) < 1e-9
+    assert f"{r['ratio']:.2f}x (limit 2x)" in out.stdout
+    bad = run('--rounds', '0')
+    assert bad.returncode != 0 and '--rounds must be at least 1' in bad.stderr
 
 
 @needs_real_data

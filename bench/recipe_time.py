@@ -1,0 +1,68 @@
+"""Training time of the robust recipe against the studio recipe before it, measured side by side in one run
+(issue 16: the robust recipe may take at most twice the CPU training time).
+
+    .venv/bin/python -m bench.recipe_time [--data PATH] [--max-per-class 0] [--rounds 3] [--epochs 33] [--before-epochs 20] [--json f.json]
+
+One set of loaders (the tensor cache, as `fruit360 train`), two learners:
+- studio: the recipe before issue 16, `CustomCNN(standardize=False)` with `FruitAugment`'s photo faults off;
+- robust: today's recipe, `CustomCNN()` (standardised input) with the photo faults on half of each batch.
+Each fits one epoch to warm up, then they take turns, one epoch each, for `--rounds` rounds, so a machine whose speed
+drifts (shared cores) slows both alike. An epoch's time is its training and validation pass, what a run's wall time is
+made of. The ratio projects whole runs from the median epochs: `--epochs` robust epochs (30, plus the 3 of the
+fine-tuning stage) against `--before-epochs` studio epochs (the 20 of the recipe before). The loss and metrics of
+these epochs do not matter: only their time is measured.
+"""
+import argparse, json, statistics, time
+import torch
+
+from fruit360.augment import FruitAugment
+from fruit360.custom_cnn import CustomCNN
+from fruit360.data import find_data
+from fruit360.loaders import get_dls
+from fruit360.training import fruit_learner
+
+RECIPES = {'studio': (False, 0.), 'robust': ('global', 0.5)}  # name -> (CustomCNN standardize, FruitAugment p_photo)
+
+
+def augment_of(dls) -> FruitAugment:
+    "The `FruitAugment` of `dls`' training batches."
+    return next(t for t in dls.train.after_batch.fs if isinstance(t, FruitAugment))
+
+
+def epoch_s(learn, p_photo:float) -> float:
+    "Seconds of one epoch (training and validation) of `learn` with photo faults on a `p_photo` share of each batch."
+    augment_of(learn.dls).p_photo = p_photo
+    start = time.perf_counter()
+    with learn.no_logging(), learn.no_bar(): learn.fit(1)
+    return time.perf_counter() - start
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--data', default=None, help='Fruits-360 folder (default: $FRUIT360_DATA, else the cached download)')
+    p.add_argument('--max-per-class', type=int, default=0, help='images per class and split (0: all, as a real run)')
+    p.add_argument('--rounds', type=int, default=3, help='timed epochs of each recipe, taking turns')
+    p.add_argument('--epochs', type=int, default=33, help="robust recipe's epochs: 30, and 3 of fine-tuning")
+    p.add_argument('--before-epochs', type=int, default=20, help="studio recipe's epochs")
+    p.add_argument('--json', default=None, help='write the results here')
+    a = p.parse_args()
+    if a.rounds < 1: p.error('--rounds must be at least 1')
+    dls = get_dls(find_data(a.data), bs=64, max_per_class=a.max_per_class or None)
+    learners = {k: fruit_learner(dls, CustomCNN(len(dls.vocab), standardize=s)) for k, (s, _) in RECIPES.items()}
+    print(f'{len(dls.train_ds):,} training and {len(dls.valid_ds):,} validation images, {torch.get_num_threads()} threads', flush=True)
+    for k, learn in learners.items(): epoch_s(learn, RECIPES[k][1])  # warm-up
+    times = {k: [] for k in RECIPES}
+    for r in range(a.rounds):
+        for k, learn in learners.items(): times[k].append(epoch_s(learn, RECIPES[k][1]))
+        print(f'round {r + 1}: ' + ', '.join(f'{k} {v[-1]:.1f} s' for k, v in times.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = a.epochs * med['robust'] / (a.before_epochs * med['studio'])
+    print(f"median epoch: studio {med['studio']:.1f} s, robust {med['robust']:.1f} s ({med['robust'] / med['studio']:.2f}x)")
+    print(f"whole runs: robust {a.epochs} epochs {a.epochs * med['robust'] / 60:.1f} min, studio {a.before_epochs} epochs "
+          f"{a.before_epochs * med['studio'] / 60:.1f} min: {ratio:.2f}x (limit 2x)")
+    if a.json:
+        open(a.json, 'w').write(json.dumps(dict(n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), epoch_s=times, median_s=med,
+                                                epochs=a.epochs, before_epochs=a.before_epochs, ratio=ratio), indent=1))
+
+
+if __name__ == '__main__': main()
