@@ -6,7 +6,7 @@ Docs: https://fruit360.github.io/fruit360/checkpoint.html.md"""
 
 # %% ../nbs/02a_checkpoint.ipynb #597e0d43
 from __future__ import annotations
-import copy, datetime, inspect, json, os
+import copy, datetime, inspect, json, math, os, re
 from pathlib import Path
 from typing import Callable, NamedTuple
 import torch
@@ -15,9 +15,9 @@ from .baseline import resnet18_baseline
 from .custom_cnn import CustomCNN
 
 # %% auto #0
-__all__ = ['ARCHITECTURES', 'LEGACY_ARCHS', 'MAX_CHECKPOINT_BYTES', 'MAX_RESULTS_BYTES', 'Architecture', 'check_spec',
-           'model_spec', 'build_model', 'save_checkpoint', 'load_checkpoint', 'run_results', 'ProbabilityModel',
-           'split_last_linear', 'OpenSetModel']
+__all__ = ['ARCHITECTURES', 'LEGACY_ARCHS', 'MAX_CHECKPOINT_BYTES', 'MAX_RESULTS_BYTES', 'LINEAGE', 'Architecture', 'check_spec',
+           'model_spec', 'build_model', 'save_checkpoint', 'load_checkpoint', 'run_results', 'check_lineage',
+           'ProbabilityModel', 'split_last_linear', 'OpenSetModel']
 
 # %% ../nbs/02a_checkpoint.ipynb #96f8f56d
 class Architecture(NamedTuple):
@@ -150,6 +150,23 @@ def run_results(checkpoint, ckpt:dict, results) -> dict:
         raise ValueError(f"checkpoint '{checkpoint}' and results file '{results}' come from different runs ({ours} and {str(theirs)[:40]}), "
                          "as when a run is interrupted: train again, or use the checkpoint with its own results")
     return res
+
+# %% ../nbs/02a_checkpoint.ipynb #c3860751
+_hex = lambda n: lambda v: isinstance(v, str) and re.fullmatch(f'[0-9a-f]{{1,{n}}}', v) is not None
+_number = lambda lo, hi, kinds=(int, float): lambda v: type(v) in kinds and lo <= v < hi and math.isfinite(v)  # bools and huge ints fail
+
+LINEAGE = {  # where a fine-tuned model started (`fruit360 train --init`): key -> what a value read back from a file must be
+    'checkpoint': lambda v: isinstance(v, str) and re.fullmatch(r'[\w .+-]{1,128}', v) is not None,  # the parent's file name
+    'sha256': lambda v: _hex(64)(v) and len(v) == 64,  # of the parent's file
+    'mlflow_run_id': _hex(64),  # of the run that wrote it
+    'epochs': _number(1, 100_000, (int,)), 'wall_time_s': _number(0, 1e9),  # of that run
+    'seed': _number(0, 2**32, (int,)), 'valid_pct': _number(1e-9, 1),  # of its validation split
+    'valid_digest': lambda v: _hex(64)(v) and len(v) == 64,  # of its validation images' names
+}
+
+def check_lineage(record) -> dict|None:
+    "`record` with the values `LINEAGE` accepts and the others `None`; `None` if it is no dict."
+    return {k: record.get(k) if ok(record.get(k)) else None for k, ok in LINEAGE.items()} if isinstance(record, dict) else None
 
 # %% ../nbs/02a_checkpoint.ipynb #ed2c1d78
 class ProbabilityModel(torch.nn.Module):

@@ -31,6 +31,7 @@ def model_metadata(ckpt:dict, results:dict|None=None, dataset:str='Fruits-360 (1
                    openset:dict|None=None, # the open-set rule and its calibration (`calibrate`), if the graph has novelty
                   ) -> dict[str, str]:
     "The metadata of an exported model, from its checkpoint and (optionally) its training results."
+    from fruit360.checkpoint import check_lineage  # torch: imported only where it is needed
     results = results or {}
     return {'classes': json.dumps(ckpt['classes']), 'n_classes': str(len(ckpt['classes'])),
             'input': f'images: uint8 [batch, {IMG_SIZE}, {IMG_SIZE}, 3] RGB 0-255, fruit centred on white (fruit360.images.load_rgb)',
@@ -41,7 +42,8 @@ def model_metadata(ckpt:dict, results:dict|None=None, dataset:str='Fruits-360 (1
             'architecture': ckpt['spec']['arch'], 'dataset': dataset, 'dataset_version': dataset_version,
             'dataset_license': 'CC BY-SA 4.0, Mihai Oltean, Fruits-360 (https://github.com/fruits-360)',
             'training_date': str(results.get('finished_at') or ckpt.get('saved_at', 'unknown')),
-            'training': json.dumps({k: results[k] for k in ('epochs', 'studio_epochs', 'best_epoch', 'schedule', 'lr', 'valid_pct', 'seed', 'precision', 'device', 'wall_time_s', 'init') if results.get(k) is not None}),
+            'training': json.dumps({k: results[k] for k in ('epochs', 'studio_epochs', 'best_epoch', 'schedule', 'lr', 'valid_pct', 'seed', 'precision', 'device', 'wall_time_s') if k in results}
+                               | ({'init': init} if (init := check_lineage(results.get('init'))) else {})),
             'test_metrics': json.dumps({k: results[k] for k in ('test', 'valid', 'n_test', 'twins') if k in results}),
             'producer': f'fruit360 {__version__}', **({'openset': json.dumps(openset)} if openset else {})}
 
@@ -88,7 +90,8 @@ def calibrate(path, valid:np.ndarray, keep:float=KEEP) -> dict:
     nov = _batched(novelty, valid)
     aug = FruitAugment()
     anov = _batched(novelty, augmented(valid, lambda x: aug.lighting(aug.geometry(x))))
-    thr, lenient = at(nov), at(anov)
+    thr = at(nov)
+    lenient = max(at(anov), thr)  # never stricter than the threshold (a barely trained model can find augmented images closer)
     return {'threshold': thr, 'threshold_lenient': lenient, 'kept': float((nov <= thr).mean()),
             'lenient_kept': float((anov <= lenient).mean()), 'n_images': len(valid)}
 
@@ -183,6 +186,7 @@ def check_parity(checkpoint, onnx_file, images:list, bs:int=256) -> dict:
 # %% ../nbs/03a_export.ipynb #c8f0128d
 def model_card(path=None) -> str:
     "The Markdown model card of the exported model at `path` (default: the shipped one), from its metadata."
+    from fruit360.checkpoint import check_lineage
     m = OnnxClassifier(path).metadata
     classes, metrics, training = json.loads(m['classes']), json.loads(m.get('test_metrics', '{}')), json.loads(m.get('training', '{}'))
     def fmt(d):
@@ -190,9 +194,9 @@ def model_card(path=None) -> str:
         merged = twins_merged(d, '; with twins as one class: accuracy {accuracy:.4f}, macro-F1 {f1_macro:.4f}') or ''
         return f"accuracy {d['accuracy']:.4f}, macro-F1 {d['f1_macro']:.4f}{merged}"
     split = f"{training['valid_pct']:.0%} of Training, seed {training['seed']}" if {'valid_pct', 'seed'} <= training.keys() else 'split not recorded'
-    init = training.pop('init', None)
+    init = check_lineage(training.pop('init', None))  # read back from the file: checked again
     recipe = ', '.join(f'{k.replace("_", " ")} {v}' for k, v in training.items()) or 'not recorded'
-    if isinstance(init, dict): recipe += (f"; fine-tuned from the checkpoint of MLflow run {init.get('mlflow_run_id')} ({init.get('epochs')} epochs, "
+    if init: recipe += (f"; fine-tuned from the checkpoint of MLflow run {init.get('mlflow_run_id')} ({init.get('epochs')} epochs, "
                                           f"{init.get('wall_time_s')} s; SHA-256 {str(init.get('sha256'))[:16]}...)")
     twins = '; '.join(' and '.join(t) for t in metrics.get('twins', [])) or 'none found'
     rule = json.loads(m['openset']) if 'openset' in m else None

@@ -6,7 +6,7 @@ Docs: https://fruit360.github.io/fruit360/train.html.md"""
 
 # %% ../nbs/02c_train.ipynb #3560a05a
 from __future__ import annotations
-import datetime, hashlib, json, os, platform, re, shutil, time
+import datetime, hashlib, json, os, platform, re, shutil, time, warnings
 from contextlib import nullcontext
 from pathlib import Path
 import numpy as np, torch
@@ -15,7 +15,7 @@ from fastcore.script import call_parse, bool_arg, store_true
 from .data import twin_groups, twins_merged
 from .loaders import FruitDataLoaders, get_dls
 from .tracking import check_tracking, tracking_uri, use_experiment
-from .checkpoint import ARCHITECTURES, _save_atomic, build_model, load_checkpoint, model_spec
+from .checkpoint import ARCHITECTURES, MAX_CHECKPOINT_BYTES, _save_atomic, build_model, check_lineage, load_checkpoint, model_spec
 from .training import (LR, SCHEDULE, RESUME_FILE, History, ResumeState, evaluate, fit_fruit, fruit_learner,
                                load_resume, read_resume_state, resolve_precision)
 from fastai.callback.core import Callback  # fastai is imported by fruit360.training, its warnings scoped there
@@ -23,7 +23,8 @@ from fastai.torch_core import num_distrib, rank_distrib
 
 # %% auto #0
 __all__ = ['EPOCHS', 'plot_curves', 'most_confused', 'plot_confusion', 'MLflowMetrics', 'check_trainable', 'interrupted_run',
-           'check_resumable', 'train_model', 'start_from', 'check_same_data', 'train', 'results_table']
+           'check_resumable', 'validation_digest', 'train_model', 'start_from', 'check_same_data', 'train',
+           'results_table']
 
 # %% ../nbs/02c_train.ipynb #23c08961
 def plot_curves(history:list[dict], title:str='') -> plt.Figure:
@@ -115,6 +116,11 @@ def _save_plots(history:list[dict], test:dict, classes:list[str], name:str, plot
     for fn, fig in figs.items(): fig.savefig(plots/fn, dpi=110, bbox_inches='tight'); plt.close(fig)
     return [plots/fn for fn in figs]
 
+# %% ../nbs/02c_train.ipynb #e3614d06
+def validation_digest(dls:FruitDataLoaders) -> str:
+    "The SHA-256 of the names (class/file) of `dls`' validation images: which images a run held out."
+    return hashlib.sha256('\n'.join(sorted(f'{Path(p).parent.name}/{Path(p).name}' for p in dls.valid_ds.items)).encode()).hexdigest()
+
 # %% ../nbs/02c_train.ipynb #7adadd17
 def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:float=LR, out='models_artifacts', plots='plots',
                 precision:str='auto', compile:bool=False, experiment:str='fruit360', params:dict|None=None,
@@ -136,7 +142,7 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
     precision = resolve_precision(precision, dls.device)
     settings = {**(params or {}), 'model': name, 'epochs': epochs, 'lr': lr, 'schedule': schedule, 'patience': patience,
                 'studio_epochs': studio_epochs, 'bs': dls.bs,
-                **{f'init_{k}': v for k, v in (init or {}).items()},
+                **{f'init_{k}': v for k, v in (init or {}).items() if k != 'checkpoint'},  # the file's name may change, not its digest
                 'n_classes': len(dls.vocab), 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'precision': precision,
                 'compile': compile, 'experiment': experiment, 'processes': world}  # what a resumed run must share with the run it continues
     learn = fruit_learner(dls, model if model is not None else build_model(spec), lr, precision, compile)
@@ -166,7 +172,7 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
             valid, test = evaluate(learn, dls.valid, groups), evaluate(learn, dls.test, groups)
             scores = lambda m: {k: v for k, v in m.items() if k not in ('confusion', 'n_images')}
             stopped = len(history) if len(history) < epochs else None
-            results = dict(model=name, epochs=epochs, studio_epochs=studio_epochs, init=init, schedule=schedule, lr=lr, valid_pct=dls.valid_pct, seed=dls.seed, best_epoch=int(np.argmax([h['f1_macro'] for h in history])) + 1,
+            results = dict(model=name, epochs=epochs, studio_epochs=studio_epochs, init=init, schedule=schedule, lr=lr, valid_pct=dls.valid_pct, seed=dls.seed, valid_digest=validation_digest(dls), best_epoch=int(np.argmax([h['f1_macro'] for h in history])) + 1,
                            patience=patience, stopped_epoch=stopped, resumed_after_epoch=state['epoch'] if state else None,
                            valid=scores(valid), test=scores(test), twins=[list(p) for p in twins or {}],
                            n_test=test['n_images'], wall_time_s=round(wall, 1), train_images_per_s=round(learn.throughput.images_per_s * world, 1),
@@ -202,30 +208,39 @@ def _sha256(path:Path) -> str:
         for block in iter(lambda: f.read(2**20), b''): h.update(block)
     return h.hexdigest()
 
-def start_from(checkpoint, name:str, out) -> tuple[torch.nn.Module, dict, list[str], dict]:
-    "The network, spec and classes of the fruit360 checkpoint `checkpoint` to go on training as run `name`, and a record of where it came from."
-    path = Path(checkpoint)
-    if path.resolve() == (Path(out)/f'{name}.pth').resolve():
+def start_from(checkpoint, name:str, out, seed:int) -> tuple[torch.nn.Module, dict, list[str], dict]:
+    "The network, spec and classes of the fruit360 checkpoint `checkpoint` to go on training as run `name` (into `out`, with validation `seed`), and a record of where it came from (`check_lineage`)."
+    path, dest = Path(checkpoint), Path(out)/f'{name}.pth'
+    if path.resolve() == dest.resolve() or (path.is_file() and dest.is_file() and os.path.samefile(path, dest)):
         raise ValueError(f"--init '{path}' is the checkpoint this run would replace: copy it elsewhere and pass the copy, or pass another --out")
+    before = _sha256(path) if path.is_file() and path.stat().st_size <= MAX_CHECKPOINT_BYTES else None  # else load_checkpoint says why
     net, ckpt = load_checkpoint(path)  # every check of a checkpoint from outside
+    if _sha256(path) != before: raise ValueError(f"checkpoint '{path}' changed while it was read: pass it again once it is written")
     if (arch := ckpt['spec']['arch']) != name: raise ValueError(f"checkpoint '{path}' holds a {arch}, not a {name}: pass --model {arch}, or another checkpoint")
-    parent, run = ckpt.get('results', {}), ckpt.get('mlflow_run_id')
-    number = lambda k: parent.get(k) if isinstance(parent.get(k), (int, float)) and not isinstance(parent.get(k), bool) else None
-    record = dict(checkpoint=str(path), sha256=_sha256(path), mlflow_run_id=run if isinstance(run, str) and re.fullmatch(r'[0-9a-f]{1,64}', run) else None,
-                  epochs=number('epochs'), wall_time_s=number('wall_time_s'), seed=number('seed'), valid_pct=number('valid_pct'))  # from the file: checked before it is kept
+    parent = ckpt.get('results', {})
+    record = check_lineage({**{k: parent.get(k) for k in ('epochs', 'wall_time_s', 'seed', 'valid_pct', 'valid_digest')},
+                            'checkpoint': path.name, 'sha256': before, 'mlflow_run_id': ckpt.get('mlflow_run_id')})
+    if record['seed'] is not None and record['seed'] != seed:
+        raise ValueError(f"checkpoint '{path}' was trained with --seed {record['seed']}, which chose its validation images: pass --seed {record['seed']} "
+                         'so they stay unseen, or train afresh')
     return net.train(), ckpt['spec'], ckpt['classes'], record
 
 def check_same_data(checkpoint, theirs:list[str], origin:dict, dls:FruitDataLoaders):
-    "Refuse to fine-tune the model of `checkpoint` (trained on the classes `theirs`, `origin` from `start_from`) on `dls` unless it has the same classes, in the same order, and the same validation split."
-    split = {k: (origin[k], getattr(dls, k)) for k in ('seed', 'valid_pct') if origin.get(k) is not None and origin[k] != getattr(dls, k)}
-    if split: raise ValueError(f"checkpoint '{checkpoint}' was trained with another validation split (" + ', '.join(f'{k} {a}, now {b}' for k, (a, b) in split.items())
-                               + f"), so this run would validate on images it trained on: pass --seed {origin['seed']}")
+    "Refuse to fine-tune the model of `checkpoint` (trained on the classes `theirs`; `origin` from `start_from`) on `dls` unless it has the same classes in the same order and the same validation images."
     ours = list(dls.vocab)
-    if list(theirs) == ours: return
-    lost, new = [c for c in theirs if c not in ours], [c for c in ours if c not in theirs]
-    diff = (f"{len(lost)} of its classes are not in the data ({', '.join(lost[:3])[:120]}), {len(new)} of the data's are not in it ({', '.join(new[:3])[:120]})"
-            if lost or new else 'the same classes in another order')
-    raise ValueError(f"checkpoint '{checkpoint}' was trained on other classes than the data's: {diff}. Fine-tune on the data it was trained on, or train afresh")
+    if list(theirs) != ours:
+        lost, new = [c for c in theirs if c not in ours], [c for c in ours if c not in theirs]
+        diff = (f"{len(lost)} of its classes are not in the data ({', '.join(lost[:3])[:120]}), {len(new)} of the data's are not in it ({', '.join(new[:3])[:120]})"
+                if lost or new else 'the same classes in another order')
+        raise ValueError(f"checkpoint '{checkpoint}' was trained on other classes than the data's: {diff}. Fine-tune on the data it was trained on, or train afresh")
+    if origin['valid_digest'] is not None:
+        if origin['valid_digest'] != validation_digest(dls):
+            raise ValueError(f"checkpoint '{checkpoint}' held out other validation images than this run would (another --data, --max-per-class or split), "
+                             'so this run would validate on images it trained on: fine-tune with the data and options it was trained with, or train afresh')
+    elif origin['valid_pct'] is not None and origin['valid_pct'] != dls.valid_pct:
+        raise ValueError(f"checkpoint '{checkpoint}' held out {origin['valid_pct']:.0%} of Training for validation, this run {dls.valid_pct:.0%}: train afresh")
+    else: warnings.warn(f"checkpoint '{checkpoint}' does not record its validation images (it predates the record): fine-tune it only with the "
+                        '--data and --max-per-class it was trained with, or its validation images may be among this run\'s training images', stacklevel=2)
 
 # %% ../nbs/02c_train.ipynb #e242ef9b
 @call_parse
@@ -256,7 +271,8 @@ def train(model:str='custom_cnn', # custom_cnn or resnet18
     if model not in EPOCHS: raise ValueError(f"unknown model '{model}': choose one of {', '.join(EPOCHS)}")
     check_tracking(tracking_uri())  # an unreachable tracking server is reported before the data is even read
     if resume: interrupted_run(out, model)  # and nothing to resume too
-    if init: net, spec, classes, origin = start_from(init, model, out)  # a bad checkpoint is reported before the data is read, too
+    if init and weights: raise ValueError('--weights starts a resnet18 from ImageNet weights, --init from a checkpoint: pass one of them')
+    if init: net, spec, classes, origin = start_from(init, model, out, seed)  # a bad checkpoint is reported before the data is read, too
     set_seed(seed, reproducible=True)
     dls = get_dls(data, bs=bs, seed=seed, max_per_class=max_per_class, cache=cache)
     n = len(dls.vocab)
