@@ -153,15 +153,16 @@ def run_results(checkpoint, ckpt:dict, results) -> dict:
 
 # %% ../nbs/02a_checkpoint.ipynb #c3860751
 _hex = lambda n: lambda v: isinstance(v, str) and re.fullmatch(f'[0-9a-f]{{1,{n}}}', v) is not None
+_digest = lambda v: _hex(64)(v) and len(v) == 64  # a SHA-256
 _number = lambda lo, hi, kinds=(int, float): lambda v: type(v) in kinds and lo <= v < hi and math.isfinite(v)  # bools and huge ints fail
 
 LINEAGE = {  # where a fine-tuned model started (`fruit360 train --init`): key -> what a value read back from a file must be
     'checkpoint': lambda v: isinstance(v, str) and re.fullmatch(r'[\w .+-]{1,128}', v) is not None,  # the parent's file name
-    'sha256': lambda v: _hex(64)(v) and len(v) == 64,  # of the parent's file
+    'sha256': _digest,  # of the parent's file
     'mlflow_run_id': _hex(64),  # of the run that wrote it
     'epochs': _number(1, 100_000, (int,)), 'wall_time_s': _number(0, 1e9),  # of that run
     'seed': _number(0, 2**32, (int,)), 'valid_pct': _number(1e-9, 1),  # of its validation split
-    'valid_digest': lambda v: _hex(64)(v) and len(v) == 64,  # of its validation images' names
+    'valid_digest': _digest,  # of its validation images' names
 }
 
 def check_lineage(record) -> dict|None:

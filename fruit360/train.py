@@ -202,11 +202,8 @@ EPOCHS = {'custom_cnn': 30, 'resnet18': 5}  # the models `train` trains (network
 
 # %% ../nbs/02c_train.ipynb #9965d171
 def _sha256(path:Path) -> str:
-    "The SHA-256 of the file at `path`, read in blocks."
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(2**20), b''): h.update(block)
-    return h.hexdigest()
+    "The SHA-256 of the file at `path`."
+    with open(path, 'rb') as f: return hashlib.file_digest(f, 'sha256').hexdigest()
 
 def start_from(checkpoint, name:str, out, seed:int) -> tuple[torch.nn.Module, dict, list[str], dict]:
     "The network, spec and classes of the fruit360 checkpoint `checkpoint` to go on training as run `name` (into `out`, with validation `seed`), and a record of where it came from (`check_lineage`)."
