@@ -6,7 +6,7 @@ Docs: https://fruit360.github.io/fruit360/checkpoint.html.md"""
 
 # %% ../nbs/02a_checkpoint.ipynb #597e0d43
 from __future__ import annotations
-import copy, datetime, inspect, json, math, os, re
+import copy, datetime, hashlib, inspect, io, json, math, os, re
 from pathlib import Path
 from typing import Callable, NamedTuple
 import torch
@@ -88,12 +88,14 @@ def save_checkpoint(model:torch.nn.Module, path, spec:dict, classes:list[str], *
 def _refused(path, problem:str) -> ValueError:
     return ValueError(f"checkpoint '{path}' {problem}: pass a checkpoint written by fruit360 train, or train again")
 
-def _read_checkpoint(path:Path) -> dict:
-    "The contents of the checkpoint file `path`, read by PyTorch's weights-only loader once its size is checked."
+def _read_checkpoint(path:Path) -> tuple[object, str]:
+    "The contents of the checkpoint file `path`, read once (size checked first) by PyTorch's weights-only loader, and the SHA-256 of the bytes read."
     if not path.is_file(): raise FileNotFoundError(f"checkpoint '{path}' does not exist: train a model first (fruit360 train)")
-    if (size := path.stat().st_size) > MAX_CHECKPOINT_BYTES:
-        raise _refused(path, f'has {size / 2**20:,.0f} MB, more than a checkpoint may ({MAX_CHECKPOINT_BYTES / 2**20:.0f} MB)')
-    try: return torch.load(path, map_location='cpu', weights_only=True)
+    too_big = lambda n: _refused(path, f'has {n / 2**20:,.0f} MB, more than a checkpoint may ({MAX_CHECKPOINT_BYTES / 2**20:.0f} MB)')
+    if (size := path.stat().st_size) > MAX_CHECKPOINT_BYTES: raise too_big(size)
+    with open(path, 'rb') as f: data = f.read(MAX_CHECKPOINT_BYTES + 1)  # bounded even if the file grew since
+    if len(data) > MAX_CHECKPOINT_BYTES: raise too_big(len(data))
+    try: return torch.load(io.BytesIO(data), map_location='cpu', weights_only=True), hashlib.sha256(data).hexdigest()
     except Exception as e:  # unpickling, zip, EOF and runtime errors, among others
         raise _refused(path, f'is not a readable PyTorch checkpoint ({e.__class__.__name__})') from None
 
@@ -120,9 +122,10 @@ def _shape_mismatch(model:torch.nn.Module, state:dict) -> str|None:
     if bad := [k for k in want if want[k] != have[k]]: return f'has {bad[0]} of shape {list(have[bad[0]])}, where its model has {list(want[bad[0]])}'
 
 def load_checkpoint(path) -> tuple[torch.nn.Module, dict]:
-    "The model saved at `path` (in eval mode) and the checkpoint's contents, all checked; a bad file is a `ValueError` naming it."
+    "The model saved at `path` (in eval mode) and the checkpoint's contents, all checked, with `file_sha256`, the SHA-256 of the bytes they were read from; a bad file is a `ValueError` naming it."
     path = Path(path)
-    ckpt = _check_contents(path, _read_checkpoint(path))
+    contents, digest = _read_checkpoint(path)
+    ckpt = {**_check_contents(path, contents), 'file_sha256': digest}
     try:
         with torch.device('meta'): skeleton = build_model(ckpt['spec'])  # shapes only: no memory for the model a file describes
     except Exception as e: raise _refused(path, f'describes a model that cannot be built ({e.__class__.__name__})') from None

@@ -15,7 +15,7 @@ from fastcore.script import call_parse, bool_arg, store_true
 from .data import twin_groups, twins_merged
 from .loaders import FruitDataLoaders, get_dls
 from .tracking import check_tracking, tracking_uri, use_experiment
-from .checkpoint import ARCHITECTURES, MAX_CHECKPOINT_BYTES, _save_atomic, build_model, check_lineage, load_checkpoint, model_spec
+from .checkpoint import ARCHITECTURES, _save_atomic, build_model, check_lineage, load_checkpoint, model_spec
 from .training import (LR, SCHEDULE, RESUME_FILE, History, ResumeState, evaluate, fit_fruit, fruit_learner,
                                load_resume, read_resume_state, resolve_precision)
 from fastai.callback.core import Callback  # fastai is imported by fruit360.training, its warnings scoped there
@@ -201,22 +201,16 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
 EPOCHS = {'custom_cnn': 30, 'resnet18': 5}  # the models `train` trains (networks of `fruit360.checkpoint.ARCHITECTURES`), and their epochs
 
 # %% ../nbs/02c_train.ipynb #9965d171
-def _sha256(path:Path) -> str:
-    "The SHA-256 of the file at `path`."
-    with open(path, 'rb') as f: return hashlib.file_digest(f, 'sha256').hexdigest()
-
 def start_from(checkpoint, name:str, out, seed:int) -> tuple[torch.nn.Module, dict, list[str], dict]:
     "The network, spec and classes of the fruit360 checkpoint `checkpoint` to go on training as run `name` (into `out`, with validation `seed`), and a record of where it came from (`check_lineage`)."
     path, dest = Path(checkpoint), Path(out)/f'{name}.pth'
     if path.resolve() == dest.resolve() or (path.is_file() and dest.is_file() and os.path.samefile(path, dest)):
         raise ValueError(f"--init '{path}' is the checkpoint this run would replace: copy it elsewhere and pass the copy, or pass another --out")
-    before = _sha256(path) if path.is_file() and path.stat().st_size <= MAX_CHECKPOINT_BYTES else None  # else load_checkpoint says why
-    net, ckpt = load_checkpoint(path)  # every check of a checkpoint from outside
-    if _sha256(path) != before: raise ValueError(f"checkpoint '{path}' changed while it was read: pass it again once it is written")
+    net, ckpt = load_checkpoint(path)  # every check of a checkpoint from outside, and the digest of the very bytes loaded
     if (arch := ckpt['spec']['arch']) != name: raise ValueError(f"checkpoint '{path}' holds a {arch}, not a {name}: pass --model {arch}, or another checkpoint")
     parent = ckpt.get('results', {})
     record = check_lineage({**{k: parent.get(k) for k in ('epochs', 'wall_time_s', 'seed', 'valid_pct', 'valid_digest')},
-                            'checkpoint': path.name, 'sha256': before, 'mlflow_run_id': ckpt.get('mlflow_run_id')})
+                            'checkpoint': path.name, 'sha256': ckpt['file_sha256'], 'mlflow_run_id': ckpt.get('mlflow_run_id')})
     if record['seed'] is not None and record['seed'] != seed:
         raise ValueError(f"checkpoint '{path}' was trained with --seed {record['seed']}, which chose its validation images: pass --seed {record['seed']} "
                          'so they stay unseen, or train afresh')
