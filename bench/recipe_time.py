@@ -4,8 +4,9 @@
     .venv/bin/python -m bench.recipe_time [--data PATH] [--max-per-class 0] [--rounds 3] [--epochs 33] [--before-epochs 20] [--json f.json]
 
 One set of loaders (the tensor cache, as `fruit360 train`), two learners:
-- studio: the recipe before issue 16, `CustomCNN(standardize=False)` with `FruitAugment`'s photo faults off;
-- robust: today's recipe, `CustomCNN()` (standardised input) with the photo faults on half of each batch.
+- studio: the recipe before issue 16, its network (`CustomCNN(standardize=False, channels=(32, 64, 128, 256))`, what
+  `checkpoint.ARCHITECTURES` says a checkpoint without those arguments means) with `FruitAugment`'s photo faults off;
+- robust: today's recipe, `CustomCNN()` (standardised input, 384 channels in the last block) with the photo faults on half of each batch.
 Each fits one epoch to warm up, then they take turns, one epoch each, for `--rounds` rounds (who goes first
 alternates), so a machine whose speed drifts (shared cores) slows both alike. It runs on the CPU even beside a GPU. An epoch's time is its training and validation pass, what a run's wall time is
 made of. The ratio projects whole runs from the median epochs: `--epochs` robust epochs (30, plus the 3 of the
@@ -17,12 +18,13 @@ import argparse, json, statistics, time
 import torch
 
 from fruit360.augment import FruitAugment
+from fruit360.checkpoint import ARCHITECTURES
 from fruit360.custom_cnn import CustomCNN
 from fruit360.data import find_data
 from fruit360.loaders import get_dls
 from fruit360.training import fruit_learner
 
-RECIPES = {'studio': (False, 0.), 'robust': ('global', 0.5)}  # name -> (CustomCNN standardize, FruitAugment p_photo)
+RECIPES = {'studio': (ARCHITECTURES['custom_cnn'].added, 0.), 'robust': ({}, 0.5)}  # name -> (CustomCNN arguments, FruitAugment p_photo)
 
 
 def augment_of(dls) -> FruitAugment:
@@ -49,7 +51,7 @@ def main():
     a = p.parse_args()
     if a.rounds < 1: p.error('--rounds must be at least 1')
     dls = get_dls(find_data(a.data), bs=64, max_per_class=a.max_per_class or None, device='cpu')  # the CPU's training time, even beside a GPU
-    learners = {k: fruit_learner(dls, CustomCNN(len(dls.vocab), standardize=s)) for k, (s, _) in RECIPES.items()}
+    learners = {k: fruit_learner(dls, CustomCNN(len(dls.vocab), **kw)) for k, (kw, _) in RECIPES.items()}
     print(f'{len(dls.train_ds):,} training and {len(dls.valid_ds):,} validation images, {torch.get_num_threads()} threads', flush=True)
     for k, learn in learners.items(): epoch_s(learn, RECIPES[k][1])  # warm-up
     times = {k: [] for k in RECIPES}

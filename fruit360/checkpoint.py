@@ -24,10 +24,10 @@ class Architecture(NamedTuple):
     "A network fruit360 trains: the class or function that builds it, and the arguments a checkpoint may set (None: any it takes)."
     build: Callable[..., torch.nn.Module]
     checkpoint_args: tuple|None = None
-    added: dict = {}  # arguments added since checkpoints were first written -> the value a checkpoint without them means
+    added: dict = {}  # arguments added, or whose default changed, since checkpoints were first written -> the value a checkpoint without them means
 
 ARCHITECTURES = {  # name -> Architecture: the only models a checkpoint can name
-    'custom_cnn': Architecture(CustomCNN, added={'standardize': False}),
+    'custom_cnn': Architecture(CustomCNN, added={'standardize': False, 'channels': (32, 64, 128, 256)}),  # the network until 2026-12-03
     'resnet18': Architecture(resnet18_baseline, ('n_classes',)),  # the weights come from the checkpoint: it may not ask for ImageNet's
 }
 LEGACY_ARCHS = {'fruit360.custom_cnn:CustomCNN': 'custom_cnn', 'fruit360.baseline:resnet18_baseline': 'resnet18'}  # what older checkpoints stored

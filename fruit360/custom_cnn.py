@@ -29,7 +29,7 @@ STANDARDIZE = {'global': 'the pixels (normalisation undone) minus one mean over 
 
 class CustomCNN(nn.Module):
     "`standardize_images`, four `conv_block`s (`body`), then global average pooling, dropout and a linear layer over `n_classes` (`head`)."
-    def __init__(self, n_classes:int, channels:tuple=(32, 64, 128, 256), dropout:float=0.3,
+    def __init__(self, n_classes:int, channels:tuple=(32, 64, 128, 384), dropout:float=0.3,
                  standardize:str|bool='global'): # a key of `STANDARDIZE` (checkpoints from before it existed: False)
         super().__init__()
         if standardize is True: standardize = 'channel'

@@ -25,7 +25,7 @@ DEFAULT_MODEL = Path(str(files('fruit360')/'models'/'default.onnx'))  # the mode
 PROVIDERS = ('TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider')  # in order of preference
 
 # %% ../nbs/03_runtime.ipynb #c9c87f08
-MAX_MODEL_BYTES = 200 * 2**20  # larger files are refused before ONNX Runtime parses them (fruit360's models are 2 MB)
+MAX_MODEL_BYTES = 200 * 2**20  # larger files are refused before ONNX Runtime parses them (fruit360's shipped model is 6 MB)
 
 def provider_options(provider:str) -> dict:
     "ONNX Runtime options fruit360 gives `provider`: TensorRT caches its engines and may use fp16."

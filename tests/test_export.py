@@ -24,7 +24,7 @@ def test_the_shipped_model_describes_itself():
     assert clf.classes == RESULTS['classes'] and len(clf.classes) == 75
     assert meta['input_size'] == '100' and json.loads(meta['normalisation'])['mean'] == [0.485, 0.456, 0.406]
     assert 'CC BY-SA 4.0' in meta['dataset_license'] and meta['training_date'] and meta['dataset_version']
-    assert DEFAULT_MODEL.stat().st_size < 5_000_000
+    assert DEFAULT_MODEL.stat().st_size < 8_000_000  # it ships in the wheel: weights 2.3 MB, open-set bank 3.8 MB
     card = (DEFAULT_MODEL.parent/'MODEL_CARD.md').read_text()
     assert f"accuracy {RESULTS['test']['accuracy']:.4f}" in card and 'CC BY-SA 4.0' in card
     rule = json.loads(meta['openset'])
