@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 train: install
 	$(BIN)/fruit360 data
 	$(BIN)/fruit360 train --out models_artifacts/stage1 --plots plots/stage1
-	$(BIN)/fruit360 train --init models_artifacts/stage1/custom_cnn.pth --epochs 3 --lr 5e-4
+	$(BIN)/fruit360 train --init models_artifacts/stage1/custom_cnn.pth --epochs 3 --lr 5e-4 --refit-head
 	$(BIN)/fruit360 export --ship
 	$(BIN)/fruit360 package
 

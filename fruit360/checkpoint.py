@@ -17,7 +17,7 @@ from .custom_cnn import CustomCNN
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'LEGACY_ARCHS', 'MAX_CHECKPOINT_BYTES', 'MAX_RESULTS_BYTES', 'LINEAGE', 'Architecture', 'check_spec',
            'model_spec', 'build_model', 'save_checkpoint', 'load_checkpoint', 'run_results', 'check_lineage',
-           'ProbabilityModel', 'split_last_linear', 'OpenSetModel']
+           'ProbabilityModel', 'last_linear', 'split_last_linear', 'OpenSetModel']
 
 # %% ../nbs/02a_checkpoint.ipynb #96f8f56d
 class Architecture(NamedTuple):
@@ -183,9 +183,13 @@ class ProbabilityModel(torch.nn.Module):
     def forward(self, images): return torch.softmax(self.model((images.permute(0, 3, 1, 2).float() - self.mean) / self.std), dim=1)
 
 # %% ../nbs/02a_checkpoint.ipynb #3466f690
+def last_linear(model:torch.nn.Module) -> str:
+    "The name of `model`'s last `Linear` layer: the classifier, whose input is the image's features."
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+
 def split_last_linear(model:torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear]:
     "A copy of `model` whose last `Linear` is an identity (it outputs the features), and that `Linear`."
-    name = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    name = last_linear(model)
     features, (parent, _, attr) = copy.deepcopy(model), name.rpartition('.')
     setattr(features.get_submodule(parent) if parent else features, attr, torch.nn.Identity())
     return features, model.get_submodule(name)

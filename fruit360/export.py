@@ -15,9 +15,9 @@ from .data import check_dataset, find_data, split_items, twins_merged
 from .runtime import DEFAULT_MODEL, OPENSET_RULE, OnnxClassifier, load_session
 
 # %% auto #0
-__all__ = ['OPSET', 'OPENSET_K', 'BANK_SIZE', 'KEEP', 'BANK_FAULTED', 'model_metadata', 'validation_mask', 'stratified',
-           'augmented', 'photo_views', 'calibrate', 'export_onnx', 'onnx_bank', 'check_parity', 'model_card',
-           'ship_model', 'export_cli']
+__all__ = ['OPSET', 'OPENSET_K', 'BANK_SIZE', 'KEEP', 'BANK_FAULTED', 'refit_note', 'model_metadata', 'validation_mask',
+           'stratified', 'augmented', 'photo_views', 'calibrate', 'export_onnx', 'onnx_bank', 'check_parity',
+           'model_card', 'ship_model', 'export_cli']
 
 # %% ../nbs/03a_export.ipynb #972384a8
 OPSET = 21  # ONNX opset of exported models
@@ -27,6 +27,12 @@ KEEP = 0.98  # share of known validation images the threshold keeps known
 BANK_FAULTED = 0.5  # share of the bank's training images seen with FruitAugment's photo faults (other backgrounds, light, blur, noise)
 
 # %% ../nbs/03a_export.ipynb #3396a91b
+def refit_note(refit) -> str|None:
+    "How a run fitted its last layer anew (`refit_last_linear`'s record in its results), in words; `None` without a usable record."
+    try: return (f"on the features of {int(refit['images']):,} training images (as they are, and {int(refit['faulted'])} "
+                 f"pass(es) with photo faults), wd {float(refit['wd']):g}")
+    except (TypeError, KeyError, ValueError): return None
+
 def model_metadata(ckpt:dict, results:dict|None=None, dataset:str='Fruits-360 (100x100)', dataset_version:str='unknown',
                    openset:dict|None=None, # the open-set rule and its calibration (`calibrate`), if the graph has novelty
                   ) -> dict[str, str]:
@@ -43,6 +49,7 @@ def model_metadata(ckpt:dict, results:dict|None=None, dataset:str='Fruits-360 (1
             'dataset_license': 'CC BY-SA 4.0, Mihai Oltean, Fruits-360 (https://github.com/fruits-360)',
             'training_date': str(results.get('finished_at') or ckpt.get('saved_at', 'unknown')),
             'training': json.dumps({k: results[k] for k in ('epochs', 'studio_epochs', 'best_epoch', 'schedule', 'lr', 'valid_pct', 'seed', 'precision', 'device', 'wall_time_s') if k in results}
+                               | ({'last_layer_refit': note} if (note := refit_note(results.get('refit_head'))) else {})
                                | ({'init': init} if (init := check_lineage(results.get('init'))) else {})),
             'test_metrics': json.dumps({k: results[k] for k in ('test', 'valid', 'n_test', 'twins') if k in results}),
             'producer': f'fruit360 {__version__}', **({'openset': json.dumps(openset)} if openset else {})}

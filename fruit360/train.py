@@ -16,10 +16,10 @@ from .data import twin_groups, twins_merged
 from .loaders import FruitDataLoaders, get_dls
 from .tracking import check_tracking, tracking_uri, use_experiment
 from .checkpoint import ARCHITECTURES, _save_atomic, build_model, check_lineage, load_checkpoint, model_spec
-from .training import (LR, SCHEDULE, RESUME_FILE, History, ResumeState, evaluate, fit_fruit, fruit_learner,
+from .training import (LR, SCHEDULE, RESUME_FILE, History, ResumeState, evaluate, fit_fruit, fruit_learner, refit_last_linear,
                                load_resume, read_resume_state, resolve_precision)
 from fastai.callback.core import Callback  # fastai is imported by fruit360.training, its warnings scoped there
-from fastai.torch_core import num_distrib, rank_distrib
+from fastai.torch_core import get_model, num_distrib, rank_distrib
 
 # %% auto #0
 __all__ = ['EPOCHS', 'plot_curves', 'most_confused', 'plot_confusion', 'MLflowMetrics', 'check_trainable', 'interrupted_run',
@@ -127,6 +127,7 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
                 model:torch.nn.Module|None=None, schedule:str=SCHEDULE,
                 patience:int|None=None, # stop when validation macro-F1 has not improved for this many epochs
                 studio_epochs:int=0, # the last epochs without photo faults (`StudioFinish`)
+                refit_head:bool=False, # then fit the last layer anew to the training images' features, the network frozen (`refit_last_linear`)
                 init:dict|None=None, # where `model`'s weights came from, when not from scratch (`start_from`'s record)
                 resume:bool=False, # continue the latest interrupted run of `name` in `out` (same settings, same MLflow run)
                 cbs:list|None=None, # more callbacks for the fit
@@ -141,7 +142,7 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
     out, plots = Path(out), Path(plots)
     precision = resolve_precision(precision, dls.device)
     settings = {**(params or {}), 'model': name, 'epochs': epochs, 'lr': lr, 'schedule': schedule, 'patience': patience,
-                'studio_epochs': studio_epochs, 'bs': dls.bs,
+                'studio_epochs': studio_epochs, 'refit_head': refit_head, 'bs': dls.bs,
                 **{f'init_{k}': v for k, v in (init or {}).items() if k != 'checkpoint'},  # the file's name may change, not its digest
                 'n_classes': len(dls.vocab), 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'precision': precision,
                 'compile': compile, 'experiment': experiment, 'processes': world}  # what a resumed run must share with the run it continues
@@ -166,13 +167,14 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
             try: history = fit_fruit(learn, epochs, lr, stage/ckpt_file, spec, schedule, early_stop=patience, resume=state, studio_epochs=studio_epochs,
                                      cbs=[MLflowMetrics(), ResumeState(stage, settings, before), *(cbs or [])])
             except torch.OutOfMemoryError: raise MemoryError(_oom_message(dls.bs)) from None
+            head = refit_last_linear(learn) if refit_head else None  # the best epoch's network, its last layer fitted anew
             wall = before + time.perf_counter() - start
             twins = dls.summary.twins
             groups = twin_groups(list(dls.vocab), twins) if twins else None
             valid, test = evaluate(learn, dls.valid, groups), evaluate(learn, dls.test, groups)
             scores = lambda m: {k: v for k, v in m.items() if k not in ('confusion', 'n_images')}
             stopped = len(history) if len(history) < epochs else None
-            results = dict(model=name, epochs=epochs, studio_epochs=studio_epochs, init=init, schedule=schedule, lr=lr, valid_pct=dls.valid_pct, seed=dls.seed, valid_digest=validation_digest(dls), best_epoch=int(np.argmax([h['f1_macro'] for h in history])) + 1,
+            results = dict(model=name, epochs=epochs, studio_epochs=studio_epochs, refit_head=head, init=init, schedule=schedule, lr=lr, valid_pct=dls.valid_pct, seed=dls.seed, valid_digest=validation_digest(dls), best_epoch=int(np.argmax([h['f1_macro'] for h in history])) + 1,
                            patience=patience, stopped_epoch=stopped, resumed_after_epoch=state['epoch'] if state else None,
                            valid=scores(valid), test=scores(test), twins=[list(p) for p in twins or {}],
                            n_test=test['n_images'], wall_time_s=round(wall, 1), train_images_per_s=round(learn.throughput.images_per_s * world, 1),
@@ -185,6 +187,7 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
             (stage/results_file).write_text(text := json.dumps(results, indent=2))
             results = json.loads(text)  # plain JSON data (no NumPy scalars), as the checkpoint can hold it
             best = torch.load(stage/ckpt_file, map_location='cpu', weights_only=True)
+            if head: best['state_dict'] = {k: v.detach().cpu().contiguous() for k, v in get_model(learn.model).state_dict().items()}  # with the new layer
             _save_atomic({**best, 'mlflow_run_id': run_id, 'results': results}, stage/ckpt_file)
             for f in [stage/ckpt_file, stage/results_file, *_save_plots(history, test, list(dls.vocab), name, plots)]: mlflow.log_artifact(str(f))
             learn.model.eval()
@@ -253,6 +256,7 @@ def train(model:str='custom_cnn', # custom_cnn or resnet18
           experiment:str='fruit360', # MLflow experiment
           patience:int=None, # stop early when validation macro-F1 has not improved for this many epochs
           studio_epochs:int=0, # the last epochs without photo faults (`StudioFinish`)
+          refit_head:store_true=False, # then fit the last layer anew to the training images' features (studio frames and a pass with faults), the network frozen
           init:str=None, # start from the weights of this fruit360 checkpoint (fine-tuning), not from scratch
           resume:store_true=False, # continue the latest interrupted run of this model in --out (same options, same MLflow run)
          ) -> dict:
@@ -273,7 +277,7 @@ def train(model:str='custom_cnn', # custom_cnn or resnet18
     compile = dls.device.type == 'cuda' if compile is None else compile
     results = train_model(model, spec, dls, epochs or EPOCHS[model], lr, out, plots, precision, compile, experiment,
                           params=dict(seed=seed, max_per_class=max_per_class, data=str(dls.summary.path), **extra),
-                          model=net, schedule=schedule, patience=patience, resume=resume, studio_epochs=studio_epochs, init=origin)
+                          model=net, schedule=schedule, patience=patience, resume=resume, studio_epochs=studio_epochs, refit_head=refit_head, init=origin)
     if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
     if not rank_distrib(): print(results_table(results))
     return results
@@ -286,6 +290,7 @@ def results_table(results:dict) -> str:
     epochs = f"{r['stopped_epoch']} of {r['epochs']}" if r.get('stopped_epoch') else r['epochs']  # stopped early
     init = r.get('init') or {}  # fine-tuned: the epochs and time before it too
     if init: epochs = f"{epochs} after {init.get('epochs') or '?'}"
+    if r.get('refit_head'): epochs = f'{epochs}, last layer refit'
     before = f" (+{init['wall_time_s'] / 60:.1f} before)" if init.get('wall_time_s') else ''
     return ('| model | split | accuracy | macro-F1 | twins as one: accuracy / macro-F1 | epochs (best) | wall time | train images/s | device |\n'
             '|---|---|---|---|---|---|---|---|---|\n' + '\n'.join(

@@ -1,4 +1,4 @@
-"""What every fruit360 model is trained with: fastai `Learner`, torchmetrics metrics, the best checkpoint, early stopping, resuming an interrupted fit, bf16.
+"""What every fruit360 model is trained with: fastai `Learner`, torchmetrics metrics, the best checkpoint, early stopping, resuming an interrupted fit, bf16, and the last layer fitted anew at the end.
 
 Docs: https://fruit360.github.io/fruit360/training.html.md"""
 
@@ -10,6 +10,7 @@ import io, logging, time, types, warnings
 from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from pathlib import Path
 import numpy as np, torch
+import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.functional.classification import (multiclass_accuracy, multiclass_f1_score,
                                                      multiclass_confusion_matrix)
@@ -18,6 +19,7 @@ with warnings.catch_warnings():  # fastai's import raises a deprecation warning 
     from fastai.callback.core import Callback
     from fastai.callback.progress import ProgressCallback
     from fastai.callback.channelslast import ChannelsLast
+    from fastai.callback.hook import Hook
     from fastai.callback.tracker import TrackerCallback, EarlyStoppingCallback
     from fastai.learner import Learner, Metric, Recorder, save_model, load_model
     from fastai.torch_core import get_model, get_random_states, set_random_states, num_distrib, rank_distrib
@@ -26,14 +28,14 @@ with warnings.catch_warnings():  # fastai's import raises a deprecation warning 
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
 from fastcore.foundation import L
 from .augment import FruitAugment
-from .checkpoint import MAX_CHECKPOINT_BYTES, MAX_RESULTS_BYTES, _save_atomic, save_checkpoint
+from .checkpoint import MAX_CHECKPOINT_BYTES, MAX_RESULTS_BYTES, _save_atomic, last_linear, save_checkpoint
 
 # %% auto #0
 __all__ = ['LR', 'SCHEDULE', 'RESUME_FILE', 'MAX_STATE_BYTES', 'quiet', 'TorchMetric', 'fruit_metrics', 'classification_metrics',
            'BestCheckpoint', 'bf16_supported', 'resolve_precision', 'BF16', 'leave_autocast', 'Throughput',
            'PlainTensors', 'ProgressBar', 'History', 'fused_adam', 'PlateauLR', 'random_states', 'set_states',
            'ResumeState', 'Replay', 'read_resume_state', 'load_resume', 'StudioFinish', 'distributed', 'fruit_learner',
-           'fit_fruit', 'evaluate']
+           'fit_fruit', 'evaluate', 'linear_inputs', 'refit_last_linear']
 
 # %% ../nbs/02b_training.ipynb #9a1c0de2
 @contextmanager
@@ -371,3 +373,43 @@ def evaluate(learn:Learner, dl, groups:np.ndarray|None=None) -> dict:
     try: probs, targs = learn.get_preds(dl=dl, reorder=False)  # pairs of prediction and target: their order does not matter
     finally: leave_autocast(learn)
     return classification_metrics(probs.argmax(1), targs, len(learn.dls.vocab), groups)
+
+# %% ../nbs/02b_training.ipynb #5ac18ad7
+def linear_inputs(model:torch.nn.Module, dl) -> tuple[torch.Tensor, torch.Tensor]:
+    "What the last `Linear` of `model` (in evaluation mode, float32) receives for each image of the loader `dl`, and the images' labels."
+    linear, mode = model.get_submodule(last_linear(model)), model.training
+    xs, ys = [], []
+    model.eval()
+    try:
+        with Hook(linear, lambda m, i, o: i[0].float()) as hook, torch.no_grad():
+            for xb, yb in dl:
+                model(xb.as_subclass(torch.Tensor).float())
+                xs.append(hook.stored); ys.append(yb.as_subclass(torch.Tensor))
+    finally: model.train(mode)
+    return torch.cat(xs), torch.cat(ys)
+
+def refit_last_linear(learn:Learner,
+                      faulted:int=1, # passes of the training loader (augmentation and photo faults on) beside the studio frames
+                      wd:float=1e-4, # L2 penalty: `wd` times the sum of the squared weights, added to the mean cross-entropy
+                      steps:int=100, # L-BFGS iterations at most
+                     ) -> dict:
+    "Fit the last `Linear` of `learn.model` anew to the frozen network's features of the training images; return what the fit did."
+    start, model, dls = time.perf_counter(), get_model(learn.model), learn.dls
+    views = [dls.test_dl(dls.train_ds.items, with_labels=True), *[dls.train] * faulted]  # studio frames, then faulted passes
+    x, y = map(torch.cat, zip(*[linear_inputs(model, dl) for dl in views]))
+    linear = model.get_submodule(last_linear(model))
+    params = [p.detach().float().clone().requires_grad_() for p in (linear.weight, linear.bias) if p is not None]
+    def loss(): return F.cross_entropy(F.linear(x, *params), y) + wd * params[0].pow(2).sum()
+    def accuracy(): return (F.linear(x, *params).argmax(1) == y).float().mean().item()
+    before = dict(loss_before=loss().item(), accuracy_before=accuracy())
+    opt = torch.optim.LBFGS(params, lr=1, max_iter=steps, history_size=20, line_search_fn='strong_wolfe')
+    def closure():
+        opt.zero_grad(); value = loss(); value.backward(); return value
+    opt.step(closure)
+    with torch.no_grad():
+        for p, new in zip((p for p in (linear.weight, linear.bias) if p is not None), params): p.copy_(new)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # every process the same layer: rank 0's
+            for p in linear.parameters(): torch.distributed.broadcast(p.data, 0)
+        return dict(images=len(y), studio=len(dls.train_ds), faulted=faulted, wd=wd, steps=steps, **before,
+                    loss_after=loss().item(), accuracy_after=accuracy(), seconds=round(time.perf_counter() - start, 1))
+
