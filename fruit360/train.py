@@ -22,9 +22,9 @@ from fastai.callback.core import Callback  # fastai is imported by fruit360.trai
 from fastai.torch_core import get_model, num_distrib, rank_distrib
 
 # %% auto #0
-__all__ = ['EPOCHS', 'plot_curves', 'most_confused', 'plot_confusion', 'MLflowMetrics', 'check_trainable', 'interrupted_run',
-           'check_resumable', 'validation_digest', 'train_model', 'start_from', 'check_same_data', 'train',
-           'results_table']
+__all__ = ['NEWER_SETTINGS', 'EPOCHS', 'plot_curves', 'most_confused', 'plot_confusion', 'MLflowMetrics', 'check_trainable',
+           'interrupted_run', 'check_resumable', 'validation_digest', 'train_model', 'start_from', 'check_same_data',
+           'train', 'results_table']
 
 # %% ../nbs/02c_train.ipynb #23c08961
 def plot_curves(history:list[dict], title:str='') -> plt.Figure:
@@ -100,8 +100,11 @@ def interrupted_run(out, name:str) -> Path:
     if not found: raise ValueError(f"nothing to resume: no interrupted {name} run in '{out}' (train without --resume to start one)")
     return max(found, key=lambda d: (d/RESUME_FILE).stat().st_mtime)
 
+NEWER_SETTINGS = {'refit_head': False}  # settings newer than some resume states, and what a state without one was started with
+
 def check_resumable(recorded:dict, settings:dict, folder):
     "Refuse to continue the run in `folder`, started with the `recorded` settings, with other `settings`."
+    recorded = {**NEWER_SETTINGS, **recorded}
     if diff := [k for k in sorted(recorded.keys() | settings.keys()) if recorded.get(k) != settings.get(k)]:
         raise ValueError(f"cannot resume the run in '{folder}' with other settings than it started with ("
                          + ', '.join(f'{k}: {recorded.get(k)!r}, now {settings.get(k)!r}' for k in diff)
@@ -164,10 +167,11 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
         try:
             if rank0 and not resume: mlflow.log_params(settings)
             start = time.perf_counter()
-            try: history = fit_fruit(learn, epochs, lr, stage/ckpt_file, spec, schedule, early_stop=patience, resume=state, studio_epochs=studio_epochs,
-                                     cbs=[MLflowMetrics(), ResumeState(stage, settings, before), *(cbs or [])])
+            try:
+                history = fit_fruit(learn, epochs, lr, stage/ckpt_file, spec, schedule, early_stop=patience, resume=state, studio_epochs=studio_epochs,
+                                    cbs=[MLflowMetrics(), ResumeState(stage, settings, before), *(cbs or [])])
+                head = refit_last_linear(learn) if refit_head else None  # the best epoch's network, its last layer fitted anew
             except torch.OutOfMemoryError: raise MemoryError(_oom_message(dls.bs)) from None
-            head = refit_last_linear(learn) if refit_head else None  # the best epoch's network, its last layer fitted anew
             wall = before + time.perf_counter() - start
             twins = dls.summary.twins
             groups = twin_groups(list(dls.vocab), twins) if twins else None
@@ -183,7 +187,8 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
                            finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
             if not rank0: return results  # the others helped train and evaluate
             mlflow.log_metrics({f'test_{k}': v for k, v in results['test'].items()} | {'train_images_per_s': results['train_images_per_s']}
-                               | ({'stopped_epoch': stopped} if stopped else {}))
+                               | ({'stopped_epoch': stopped} if stopped else {})
+                               | {f'refit_{k}': v for k, v in (head or {}).items() if k in ('loss_before', 'loss_after', 'accuracy_before', 'accuracy_after', 'seconds')})
             (stage/results_file).write_text(text := json.dumps(results, indent=2))
             results = json.loads(text)  # plain JSON data (no NumPy scalars), as the checkpoint can hold it
             best = torch.load(stage/ckpt_file, map_location='cpu', weights_only=True)

@@ -379,11 +379,15 @@ def linear_inputs(model:torch.nn.Module, dl) -> tuple[torch.Tensor, torch.Tensor
     "What the last `Linear` of `model` (in evaluation mode, float32) receives for each image of the loader `dl`, and the images' labels."
     linear, mode = model.get_submodule(last_linear(model)), model.training
     xs, ys = [], []
+    eager = getattr(torch.compiler, 'set_stance', None)  # a compiled model's graphs may skip the hook: run it eagerly
     model.eval()
     try:
-        with Hook(linear, lambda m, i, o: i[0].float()) as hook, torch.no_grad():
+        with Hook(linear, lambda m, i, o: i[0].float()) as hook, torch.no_grad(), eager('force_eager') if eager else nullcontext():
             for xb, yb in dl:
+                hook.stored = None
                 model(xb.as_subclass(torch.Tensor).float())
+                if hook.stored is None or len(hook.stored) != len(xb):
+                    raise RuntimeError(f'the last Linear of {type(model).__name__} did not see this batch of {len(xb)} images: its features cannot be collected')
                 xs.append(hook.stored); ys.append(yb.as_subclass(torch.Tensor))
     finally: model.train(mode)
     return torch.cat(xs), torch.cat(ys)
