@@ -16,8 +16,8 @@ from .custom_cnn import CustomCNN
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'LEGACY_ARCHS', 'MAX_CHECKPOINT_BYTES', 'MAX_RESULTS_BYTES', 'LINEAGE', 'Architecture', 'check_spec',
-           'model_spec', 'build_model', 'save_checkpoint', 'load_checkpoint', 'run_results', 'check_lineage',
-           'ProbabilityModel', 'last_linear', 'split_last_linear', 'OpenSetModel']
+           'model_spec', 'build_model', 'cpu_state', 'save_checkpoint', 'load_checkpoint', 'run_results',
+           'check_lineage', 'ProbabilityModel', 'last_linear', 'split_last_linear', 'OpenSetModel']
 
 # %% ../nbs/02a_checkpoint.ipynb #96f8f56d
 class Architecture(NamedTuple):
@@ -78,10 +78,14 @@ def _save_atomic(obj, path:Path) -> Path:
     os.replace(tmp, path)
     return path
 
+def cpu_state(model:torch.nn.Module) -> dict[str, torch.Tensor]:
+    "`model`'s weights as a checkpoint holds them: detached, on the CPU, contiguous (a channels-last model's too)."
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
 def save_checkpoint(model:torch.nn.Module, path, spec:dict, classes:list[str], **info) -> Path:
     "Write `model`'s weights with its `spec`, `classes` and `info` to `path`, atomically."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = cpu_state(model)
     saved_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
     return _save_atomic(dict(spec=spec, classes=list(classes), state_dict=state, saved_at=saved_at, **info), path)
 

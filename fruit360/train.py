@@ -15,7 +15,7 @@ from fastcore.script import call_parse, bool_arg, store_true
 from .data import twin_groups, twins_merged
 from .loaders import FruitDataLoaders, get_dls
 from .tracking import check_tracking, tracking_uri, use_experiment
-from .checkpoint import ARCHITECTURES, _save_atomic, build_model, check_lineage, load_checkpoint, model_spec
+from .checkpoint import ARCHITECTURES, _save_atomic, build_model, check_lineage, cpu_state, load_checkpoint, model_spec
 from .training import (LR, SCHEDULE, RESUME_FILE, History, ResumeState, evaluate, fit_fruit, fruit_learner, refit_last_linear,
                                load_resume, read_resume_state, resolve_precision)
 from fastai.callback.core import Callback  # fastai is imported by fruit360.training, its warnings scoped there
@@ -188,11 +188,11 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
             if not rank0: return results  # the others helped train and evaluate
             mlflow.log_metrics({f'test_{k}': v for k, v in results['test'].items()} | {'train_images_per_s': results['train_images_per_s']}
                                | ({'stopped_epoch': stopped} if stopped else {})
-                               | {f'refit_{k}': v for k, v in (head or {}).items() if k in ('loss_before', 'loss_after', 'accuracy_before', 'accuracy_after', 'seconds')})
+                               | {f'refit_{k}': v for k, v in (head or {}).items()})  # all numbers
             (stage/results_file).write_text(text := json.dumps(results, indent=2))
             results = json.loads(text)  # plain JSON data (no NumPy scalars), as the checkpoint can hold it
             best = torch.load(stage/ckpt_file, map_location='cpu', weights_only=True)
-            if head: best['state_dict'] = {k: v.detach().cpu().contiguous() for k, v in get_model(learn.model).state_dict().items()}  # with the new layer
+            if head: best['state_dict'] = cpu_state(get_model(learn.model))  # with the new layer
             _save_atomic({**best, 'mlflow_run_id': run_id, 'results': results}, stage/ckpt_file)
             for f in [stage/ckpt_file, stage/results_file, *_save_plots(history, test, list(dls.vocab), name, plots)]: mlflow.log_artifact(str(f))
             learn.model.eval()

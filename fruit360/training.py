@@ -402,7 +402,8 @@ def refit_last_linear(learn:Learner,
     views = [dls.test_dl(dls.train_ds.items, with_labels=True), *[dls.train] * faulted]  # studio frames, then faulted passes
     x, y = map(torch.cat, zip(*[linear_inputs(model, dl) for dl in views]))
     linear = model.get_submodule(last_linear(model))
-    params = [p.detach().float().clone().requires_grad_() for p in (linear.weight, linear.bias) if p is not None]
+    layer = [p for p in (linear.weight, linear.bias) if p is not None]  # the weights first (the penalty's), a bias if it has one
+    params = [p.detach().float().clone().requires_grad_() for p in layer]
     def loss(): return F.cross_entropy(F.linear(x, *params), y) + wd * params[0].pow(2).sum()
     def accuracy(): return (F.linear(x, *params).argmax(1) == y).float().mean().item()
     before = dict(loss_before=loss().item(), accuracy_before=accuracy())
@@ -411,9 +412,9 @@ def refit_last_linear(learn:Learner,
         opt.zero_grad(); value = loss(); value.backward(); return value
     opt.step(closure)
     with torch.no_grad():
-        for p, new in zip((p for p in (linear.weight, linear.bias) if p is not None), params): p.copy_(new)
+        for p, new in zip(layer, params): p.copy_(new)
         if torch.distributed.is_available() and torch.distributed.is_initialized():  # every process the same layer: rank 0's
-            for p in linear.parameters(): torch.distributed.broadcast(p.data, 0)
+            for p in layer: torch.distributed.broadcast(p.data, 0)
         return dict(images=len(y), studio=len(dls.train_ds), faulted=faulted, wd=wd, steps=steps, **before,
                     loss_after=loss().item(), accuracy_after=accuracy(), seconds=round(time.perf_counter() - start, 1))
 
