@@ -192,7 +192,7 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
             (stage/results_file).write_text(text := json.dumps(results, indent=2))
             results = json.loads(text)  # plain JSON data (no NumPy scalars), as the checkpoint can hold it
             best = torch.load(stage/ckpt_file, map_location='cpu', weights_only=True)
-            if head: best['state_dict'] = cpu_state(get_model(learn.model))  # with the new layer
+            if head: best |= dict(state_dict=cpu_state(get_model(learn.model)), f1_macro=results['valid']['f1_macro'])  # the new layer, and its score
             _save_atomic({**best, 'mlflow_run_id': run_id, 'results': results}, stage/ckpt_file)
             for f in [stage/ckpt_file, stage/results_file, *_save_plots(history, test, list(dls.vocab), name, plots)]: mlflow.log_artifact(str(f))
             learn.model.eval()

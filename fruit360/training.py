@@ -35,7 +35,7 @@ __all__ = ['LR', 'SCHEDULE', 'RESUME_FILE', 'MAX_STATE_BYTES', 'quiet', 'TorchMe
            'BestCheckpoint', 'bf16_supported', 'resolve_precision', 'BF16', 'leave_autocast', 'Throughput',
            'PlainTensors', 'ProgressBar', 'History', 'fused_adam', 'PlateauLR', 'random_states', 'set_states',
            'ResumeState', 'Replay', 'read_resume_state', 'load_resume', 'StudioFinish', 'distributed', 'fruit_learner',
-           'fit_fruit', 'evaluate', 'linear_inputs', 'refit_last_linear']
+           'fit_fruit', 'evaluate', 'linear_inputs', 'fit_linear', 'refit_last_linear']
 
 # %% ../nbs/02b_training.ipynb #9a1c0de2
 @contextmanager
@@ -392,18 +392,14 @@ def linear_inputs(model:torch.nn.Module, dl) -> tuple[torch.Tensor, torch.Tensor
     finally: model.train(mode)
     return torch.cat(xs), torch.cat(ys)
 
-def refit_last_linear(learn:Learner,
-                      faulted:int=1, # passes of the training loader (augmentation and photo faults on) beside the studio frames
-                      wd:float=1e-4, # L2 penalty: `wd` times the sum of the squared weights, added to the mean cross-entropy
-                      steps:int=100, # L-BFGS iterations at most
-                     ) -> dict:
-    "Fit the last `Linear` of `learn.model` anew to the frozen network's features of the training images; return what the fit did."
-    start, model, dls = time.perf_counter(), get_model(learn.model), learn.dls
-    views = [dls.test_dl(dls.train_ds.items, with_labels=True), *[dls.train] * faulted]  # studio frames, then faulted passes
-    x, y = map(torch.cat, zip(*[linear_inputs(model, dl) for dl in views]))
-    linear = model.get_submodule(last_linear(model))
-    layer = [p for p in (linear.weight, linear.bias) if p is not None]  # the weights first (the penalty's), a bias if it has one
-    params = [p.detach().float().clone().requires_grad_() for p in layer]
+def fit_linear(x:torch.Tensor, # features, one row per image
+               y:torch.Tensor, # their labels
+               params:list, # the layer's weight, and its bias if it has one: where the fit starts (left unchanged)
+               wd:float=1e-5, # L2 penalty: `wd` times the sum of the squared weights, added to the mean cross-entropy
+               steps:int=200, # L-BFGS iterations at most
+              ) -> tuple[list, dict]:
+    "The weight (and bias) minimising the cross-entropy of `F.linear(x, *params)` on `y` plus the penalty, by L-BFGS; and that loss and the accuracy before and after."
+    params = [p.detach().float().clone().requires_grad_() for p in params]
     def loss(): return F.cross_entropy(F.linear(x, *params), y) + wd * params[0].pow(2).sum()
     def accuracy(): return (F.linear(x, *params).argmax(1) == y).float().mean().item()
     before = dict(loss_before=loss().item(), accuracy_before=accuracy())
@@ -411,10 +407,24 @@ def refit_last_linear(learn:Learner,
     def closure():
         opt.zero_grad(); value = loss(); value.backward(); return value
     opt.step(closure)
+    with torch.no_grad(): return [p.detach() for p in params], dict(**before, loss_after=loss().item(), accuracy_after=accuracy())
+
+def refit_last_linear(learn:Learner,
+                      faulted:int=1, # passes of the training loader (augmentation and photo faults on) beside the studio frames
+                      wd:float=1e-5, # L2 penalty: `wd` times the sum of the squared weights, added to the mean cross-entropy
+                      steps:int=200, # L-BFGS iterations at most
+                     ) -> dict:
+    "Fit the last `Linear` of `learn.model` anew to the frozen network's features of the training images; return what the fit did."
+    start, model, dls = time.perf_counter(), get_model(learn.model), learn.dls
+    views = [dls.test_dl(dls.train_ds.items, with_labels=True), *[dls.train] * faulted]  # studio frames, then faulted passes
+    x, y = map(torch.cat, zip(*[linear_inputs(model, dl) for dl in views]))
+    linear = model.get_submodule(last_linear(model))
+    layer = [p for p in (linear.weight, linear.bias) if p is not None]  # the weights first (the penalty's), a bias if it has one
+    fitted, figures = fit_linear(x, y, layer, wd, steps)
     with torch.no_grad():
-        for p, new in zip(layer, params): p.copy_(new)
+        for p, new in zip(layer, fitted): p.copy_(new)
         if torch.distributed.is_available() and torch.distributed.is_initialized():  # every process the same layer: rank 0's
             for p in layer: torch.distributed.broadcast(p.data, 0)
-        return dict(images=len(y), studio=len(dls.train_ds), faulted=faulted, wd=wd, steps=steps, **before,
-                    loss_after=loss().item(), accuracy_after=accuracy(), seconds=round(time.perf_counter() - start, 1))
+    return dict(images=len(y), studio=len(dls.train_ds), faulted=faulted, wd=wd, steps=steps, **figures,
+                seconds=round(time.perf_counter() - start, 1))
 

@@ -40,6 +40,7 @@ def test_two_processes_train_one_run_whose_test_metrics_are_those_of_its_checkpo
 
     model, ckpt = load_checkpoint(two/'out'/'custom_cnn.pth')
     assert ckpt['mlflow_run_id'] == res['mlflow_run_id']
+    assert ckpt['f1_macro'] == res['valid']['f1_macro']  # the score of the weights it holds, the refit layer's
     dls = get_dls(fixture_data, bs=16, seed=res['seed'])
     learn = fruit_learner(dls, model, precision=res['precision'])
     with learn.no_bar():

@@ -72,6 +72,29 @@ def test_the_recipe_time_bench_times_both_recipes_in_turn(fixture_data, tmp_path
     assert bad.returncode != 0 and '--rounds must be at least 1' in bad.stderr
 
 
+def test_the_refit_sweep_chooses_the_penalty_on_validation_images(fixture_data, tmp_path):
+    "bench/refit_sweep.py as a user runs it, on the generated fixture and an untrained network: one fit per penalty, scored on clean and faulted validation images, the lowest mean loss chosen."
+    import torch
+    from fruit360.checkpoint import model_spec, build_model, save_checkpoint
+    from fruit360.data import check_dataset
+    classes = check_dataset(fixture_data).classes
+    spec = model_spec('custom_cnn', n_classes=len(classes))
+    torch.manual_seed(0); ckpt = save_checkpoint(build_model(spec), tmp_path/'net.pth', spec, classes)
+    run = lambda *args: subprocess.run([sys.executable, '-m', 'bench.refit_sweep', '--data', str(fixture_data), '--checkpoint', str(ckpt), *args],
+                                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    out = run('--wd', '0', '1e-4', '1e-1', '--faulted-valid', '1', '--json', str(tmp_path/'s.json'))
+    assert out.returncode == 0, out.stderr
+    r = json.loads((tmp_path/'s.json').read_text())
+    assert [row['wd'] for row in r['rows']] == [0, 1e-4, 1e-1]
+    for row in r['rows']:
+        assert abs(row['criterion'] - (row['valid_loss'] + row['faulted_valid_loss']) / 2) < 1e-12
+        assert row['faulted_valid_loss'] != row['valid_loss']  # the faulted pass went through the training augmentation
+    assert r['best_wd'] == min(r['rows'], key=lambda row: row['criterion'])['wd'] and f"lowest validation loss: wd {r['best_wd']:g}" in out.stdout
+    assert r['rows'][2]['weight_norm'] < r['rows'][1]['weight_norm']  # a larger penalty, smaller weights
+    bad = run('--faulted-valid', '0')
+    assert bad.returncode != 0 and '--faulted-valid must be at least 1' in bad.stderr
+
+
 @needs_real_data
 def test_the_shipped_model_is_right_on_photo_faults_it_never_saw_in_this_form():
     "Severity 3 of each corruption type on 4 Test images per class: every type at least MIN_AT_3, twins as one class."

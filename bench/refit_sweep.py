@@ -1,0 +1,97 @@
+"""The weight penalty of the last layer refit (`refit_last_linear`, `fruit360 train --refit-head`), chosen on the
+validation images: the penalty whose fit has the lowest validation loss, averaged over the validation images as they are
+and the same images with the training's augmentation and photo faults.
+
+    .venv/bin/python -m bench.refit_sweep [--checkpoint models_artifacts/custom_cnn.pth] [--data PATH] [--wd 0 3e-6 1e-5 3e-5 1e-4 3e-4]
+                                          [--steps 200] [--faulted-valid 2] [--bs 64] [--seed 0] [--json f.json]
+
+The features of the checkpoint's network are computed once: the training images as they are and one pass of the training
+loader (what the refit fits), the validation images as they are and `--faulted-valid` passes of them through the training's
+batch augmentation, and the Test images. Each penalty's layer is then fitted (`fit_linear`, `--steps` L-BFGS iterations, from
+the checkpoint's last layer) and scored. Twin classes (byte-identical images) count as one: their probabilities are summed.
+The loss is the mean negative log-probability of the right class (of its twin group). Test errors are printed beside, to
+be reported, not to choose by. The refit changes only the last layer, so any checkpoint of the network will do; the
+shipped one's last layer was itself refitted, which changes where the fits start, not where they end (the problem is
+convex, and strictly so for a positive penalty).
+"""
+import argparse, json, time
+import numpy as np, torch
+import torch.nn.functional as F
+from fastai.torch_core import set_seed
+from fastai.vision.all import Normalize, TensorImage
+
+from fruit360.augment import FruitAugment
+from fruit360.checkpoint import last_linear, load_checkpoint
+from fruit360.data import find_data, twin_groups
+from fruit360.loaders import get_dls
+from fruit360.training import fit_linear, linear_inputs
+
+
+def training_batches(dls, dl):
+    "The batches of `dl` (a loader without augmentation) through the training loader's `FruitAugment`, photo faults included."
+    fs = dls.train.after_batch.fs
+    augment = next(t for t in fs if isinstance(t, FruitAugment))
+    normalize = next((t for t in fs if isinstance(t, Normalize)), None)
+    for xb, yb in dl:
+        x = normalize.decodes(xb) if normalize else xb
+        x = augment(TensorImage(x), split_idx=0)
+        yield (normalize(x, split_idx=0) if normalize else x), yb
+
+
+def scores(params, x, y, groups:torch.Tensor) -> dict:
+    "Loss (mean negative log-probability of the right twin group) and errors of the layer `params` on features `x`, labels `y`."
+    p = F.linear(x, *params).softmax(1)
+    pg = torch.zeros(len(p), int(groups.max()) + 1).index_add_(1, groups, p)  # probabilities of the twin groups
+    yg = groups[y]
+    return dict(loss=-pg[torch.arange(len(y)), yg].clamp_min(1e-12).log().mean().item(), errors=int((pg.argmax(1) != yg).sum()))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--checkpoint', default='models_artifacts/custom_cnn.pth', help='a checkpoint of fruit360 train')
+    p.add_argument('--data', default=None, help='Fruits-360 folder (default: $FRUIT360_DATA, else the cached download)')
+    p.add_argument('--max-per-class', type=int, default=0, help='images per class and split (0: all)')
+    p.add_argument('--bs', type=int, default=64, help="batch size of the faulted training pass (fruit360 train's: 64)")
+    p.add_argument('--wd', type=float, nargs='+', default=[0, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4], help='weight penalties to try')
+    p.add_argument('--steps', type=int, default=200, help='L-BFGS iterations at most')
+    p.add_argument('--faulted-valid', type=int, default=2, help='passes of the validation images with the photo faults')
+    p.add_argument('--seed', type=int, default=0, help='seed of the augmentation draws')
+    p.add_argument('--json', default=None, help='write the results here')
+    a = p.parse_args()
+    if a.faulted_valid < 1: p.error('--faulted-valid must be at least 1')
+    try: model, meta = load_checkpoint(a.checkpoint)
+    except (ValueError, FileNotFoundError) as e: p.error(str(e))
+    dls = get_dls(find_data(a.data), bs=a.bs, max_per_class=a.max_per_class or None, device='cpu')
+    if not len(dls.train): p.error(f'{len(dls.train_ds)} training images make no full batch of --bs {a.bs}: pass a smaller --bs')
+    if list(dls.vocab) != list(meta['classes']): p.error(f'{a.checkpoint} was trained on other classes than the data at {dls.summary.path}')
+    groups = torch.as_tensor(twin_groups(list(dls.vocab), dls.summary.twins))
+    valid = dls.test_dl(dls.valid_ds.items, with_labels=True)
+    set_seed(a.seed); start = time.perf_counter()
+    train = [linear_inputs(model, dl) for dl in (dls.test_dl(dls.train_ds.items, with_labels=True), dls.train)]
+    x, y = map(torch.cat, zip(*train))
+    views = {'valid': linear_inputs(model, valid), 'test': linear_inputs(model, dls.test)}
+    faulted = [linear_inputs(model, training_batches(dls, valid)) for _ in range(a.faulted_valid)]
+    print(f'features of {len(y):,} training, {len(views["valid"][1]):,} validation ({a.faulted_valid} faulted passes besides) and '
+          f'{len(views["test"][1]):,} Test images: {time.perf_counter() - start:.0f} s', flush=True)
+    linear = model.get_submodule(last_linear(model))
+    start_params = [q for q in (linear.weight, linear.bias) if q is not None]
+    rows = []
+    for wd in a.wd:
+        t = time.perf_counter()
+        params, fit = fit_linear(x, y, start_params, wd, a.steps)
+        clean, test = scores(params, *views['valid'], groups), scores(params, *views['test'], groups)
+        f = [scores(params, *v, groups) for v in faulted]
+        row = dict(wd=wd, valid_loss=clean['loss'], valid_errors=clean['errors'],
+                   faulted_valid_loss=float(np.mean([s['loss'] for s in f])), faulted_valid_errors=[s['errors'] for s in f],
+                   test_errors=test['errors'], weight_norm=params[0].norm().item(), seconds=time.perf_counter() - t)
+        row['criterion'] = (row['valid_loss'] + row['faulted_valid_loss']) / 2
+        rows.append(row)
+        print(f"wd {wd:<7g} validation loss: clean {row['valid_loss']:.4f} ({clean['errors']} errors), faulted {row['faulted_valid_loss']:.4f} "
+              f"({'/'.join(map(str, row['faulted_valid_errors']))} errors) -> mean {row['criterion']:.4f} | Test errors {test['errors']} "
+              f"| |W| {row['weight_norm']:.1f} ({row['seconds']:.0f} s)", flush=True)
+    best = min(rows, key=lambda r: r['criterion'])
+    print(f"lowest validation loss: wd {best['wd']:g} (Test errors {best['test_errors']}, twins as one; not used to choose)")
+    if a.json: open(a.json, 'w').write(json.dumps(dict(checkpoint=a.checkpoint, steps=a.steps, seed=a.seed, rows=rows, best_wd=best['wd']), indent=1))
+
+
+if __name__ == '__main__': main()
