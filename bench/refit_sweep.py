@@ -5,16 +5,20 @@ and the same images with the training's augmentation and photo faults.
     .venv/bin/python -m bench.refit_sweep [--checkpoint models_artifacts/custom_cnn.pth] [--data PATH] [--wd 0 3e-6 1e-5 3e-5 1e-4 3e-4]
                                           [--steps 200] [--faulted-valid 2] [--bs 64] [--seed 0] [--json f.json]
 
-The features of the checkpoint's network are computed once: the training images as they are and one pass of the training
-loader (what the refit fits), the validation images as they are and `--faulted-valid` passes of them through the training's
-batch augmentation, and the Test images. Each penalty's layer is then fitted (`fit_linear`, `--steps` L-BFGS iterations, from
-the checkpoint's last layer) and scored. Twin classes (byte-identical images) count as one: their probabilities are summed.
-The loss is the mean negative log-probability of the right class (of its twin group). Test errors are printed beside, to
-be reported, not to choose by. The refit changes only the last layer, so any checkpoint of the network will do; the
-shipped one's last layer was itself refitted, which changes where the fits start, not where they end (the problem is
-convex, and strictly so for a positive penalty).
+The validation split is the checkpoint's own (its run's seed and share, and the digest of the images it held out,
+checked), so the penalty is never chosen on images the network trained on. The features of the checkpoint's network are
+computed once: the training images as they are and one pass of the training loader (what the refit fits), the
+validation images as they are and `--faulted-valid` passes of them through the training's batch augmentation, and the
+Test images. Each penalty's layer is then fitted (`fit_linear`, `--steps` L-BFGS iterations, from the checkpoint's last
+layer) and scored. The loss is the mean negative log-probability of the right class, twin classes (byte-identical
+images) as one: their probabilities summed. Errors count as the project's metrics do: the most probable class, mapped
+to its twin group. Test errors are printed beside, to be reported, not to choose by. The refit changes only the last
+layer, so any checkpoint of the network will do; where the fits start matters little: with a positive penalty the
+weights' optimum is unique (the bias only up to a shift that changes no probability), and each row records the loss the
+fit reached.
 """
-import argparse, json, time
+import argparse, json, math, time
+from pathlib import Path
 import numpy as np, torch
 import torch.nn.functional as F
 from fastai.torch_core import set_seed
@@ -24,6 +28,7 @@ from fruit360.augment import FruitAugment
 from fruit360.checkpoint import last_linear, load_checkpoint
 from fruit360.data import find_data, twin_groups
 from fruit360.loaders import get_dls
+from fruit360.train import validation_digest
 from fruit360.training import fit_linear, linear_inputs
 
 
@@ -39,18 +44,18 @@ def training_batches(dls, dl):
 
 
 def scores(params, x, y, groups:torch.Tensor) -> dict:
-    "Loss (mean negative log-probability of the right twin group) and errors of the layer `params` on features `x`, labels `y`."
-    p = F.linear(x, *params).softmax(1)
-    pg = torch.zeros(len(p), int(groups.max()) + 1).index_add_(1, groups, p)  # probabilities of the twin groups
+    "Loss (mean negative log-probability of the right twin group) and errors (the top class's group wrong) of the layer `params` on features `x`, labels `y`."
+    logits = F.linear(x, *params)
+    pg = torch.zeros(len(x), int(groups.max()) + 1).index_add_(1, groups, logits.softmax(1))  # probabilities of the twin groups
     yg = groups[y]
-    return dict(loss=-pg[torch.arange(len(y)), yg].clamp_min(1e-12).log().mean().item(), errors=int((pg.argmax(1) != yg).sum()))
+    return dict(loss=-pg[torch.arange(len(y)), yg].clamp_min(1e-12).log().mean().item(), errors=int((groups[logits.argmax(1)] != yg).sum()))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--checkpoint', default='models_artifacts/custom_cnn.pth', help='a checkpoint of fruit360 train')
     p.add_argument('--data', default=None, help='Fruits-360 folder (default: $FRUIT360_DATA, else the cached download)')
-    p.add_argument('--max-per-class', type=int, default=0, help='images per class and split (0: all)')
+    p.add_argument('--max-per-class', type=int, default=0, help='images per class and split (0: all, as the run was trained)')
     p.add_argument('--bs', type=int, default=64, help="batch size of the faulted training pass (fruit360 train's: 64)")
     p.add_argument('--wd', type=float, nargs='+', default=[0, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4], help='weight penalties to try')
     p.add_argument('--steps', type=int, default=200, help='L-BFGS iterations at most')
@@ -58,15 +63,25 @@ def main():
     p.add_argument('--seed', type=int, default=0, help='seed of the augmentation draws')
     p.add_argument('--json', default=None, help='write the results here')
     a = p.parse_args()
-    if a.faulted_valid < 1: p.error('--faulted-valid must be at least 1')
+    for name, value, least in [('--faulted-valid', a.faulted_valid, 1), ('--steps', a.steps, 1), ('--bs', a.bs, 1), ('--max-per-class', a.max_per_class, 0)]:
+        if value < least: p.error(f'{name} must be at least {least}')
+    if not all(math.isfinite(w) and w >= 0 for w in a.wd): p.error('--wd takes penalties of 0 or more')
+    if a.json and not Path(a.json).resolve().parent.is_dir(): p.error(f"--json {a.json}: its folder does not exist")
     try: model, meta = load_checkpoint(a.checkpoint)
     except (ValueError, FileNotFoundError) as e: p.error(str(e))
-    dls = get_dls(find_data(a.data), bs=a.bs, max_per_class=a.max_per_class or None, device='cpu')
-    if not len(dls.train): p.error(f'{len(dls.train_ds)} training images make no full batch of --bs {a.bs}: pass a smaller --bs')
+    run = meta.get('results') or {}
+    set_seed(a.seed)  # before the loaders: their shuffling draws its seed when they are made
+    try: dls = get_dls(find_data(a.data), bs=a.bs, max_per_class=a.max_per_class or None, device='cpu',
+                       seed=run.get('seed', 42), valid_pct=run.get('valid_pct', 0.15))  # the run's own split
+    except (ValueError, FileNotFoundError, OSError) as e: p.error(str(e))
     if list(dls.vocab) != list(meta['classes']): p.error(f'{a.checkpoint} was trained on other classes than the data at {dls.summary.path}')
+    if run.get('valid_digest') and validation_digest(dls) != run['valid_digest']:
+        p.error(f'the validation images here are not the ones {a.checkpoint} held out (other data or --max-per-class): '
+                'its penalty would be chosen on images it trained on')
+    if not len(dls.train): p.error(f'{len(dls.train_ds)} training images make no full batch of --bs {a.bs}: pass a smaller --bs')
     groups = torch.as_tensor(twin_groups(list(dls.vocab), dls.summary.twins))
     valid = dls.test_dl(dls.valid_ds.items, with_labels=True)
-    set_seed(a.seed); start = time.perf_counter()
+    start = time.perf_counter()
     train = [linear_inputs(model, dl) for dl in (dls.test_dl(dls.train_ds.items, with_labels=True), dls.train)]
     x, y = map(torch.cat, zip(*train))
     views = {'valid': linear_inputs(model, valid), 'test': linear_inputs(model, dls.test)}
@@ -83,15 +98,18 @@ def main():
         f = [scores(params, *v, groups) for v in faulted]
         row = dict(wd=wd, valid_loss=clean['loss'], valid_errors=clean['errors'],
                    faulted_valid_loss=float(np.mean([s['loss'] for s in f])), faulted_valid_errors=[s['errors'] for s in f],
-                   test_errors=test['errors'], weight_norm=params[0].norm().item(), seconds=time.perf_counter() - t)
+                   test_errors=test['errors'], weight_norm=params[0].norm().item(), **fit, seconds=time.perf_counter() - t)
         row['criterion'] = (row['valid_loss'] + row['faulted_valid_loss']) / 2
         rows.append(row)
         print(f"wd {wd:<7g} validation loss: clean {row['valid_loss']:.4f} ({clean['errors']} errors), faulted {row['faulted_valid_loss']:.4f} "
               f"({'/'.join(map(str, row['faulted_valid_errors']))} errors) -> mean {row['criterion']:.4f} | Test errors {test['errors']} "
-              f"| |W| {row['weight_norm']:.1f} ({row['seconds']:.0f} s)", flush=True)
-    best = min(rows, key=lambda r: r['criterion'])
+              f"| fit loss {fit['loss_after']:.4f}, |W| {row['weight_norm']:.1f} ({row['seconds']:.0f} s)", flush=True)
+    finite = [r for r in rows if math.isfinite(r['criterion'])]
+    if not finite: raise SystemExit('no penalty gave a finite validation loss: the fits diverged')
+    best = min(finite, key=lambda r: r['criterion'])
     print(f"lowest validation loss: wd {best['wd']:g} (Test errors {best['test_errors']}, twins as one; not used to choose)")
-    if a.json: open(a.json, 'w').write(json.dumps(dict(checkpoint=a.checkpoint, steps=a.steps, seed=a.seed, rows=rows, best_wd=best['wd']), indent=1))
+    if a.json: Path(a.json).write_text(json.dumps(dict(checkpoint=a.checkpoint, checkpoint_sha256=meta['file_sha256'], steps=a.steps, bs=a.bs,
+                                                       seed=a.seed, rows=rows, best_wd=best['wd']), indent=1))
 
 
 if __name__ == '__main__': main()

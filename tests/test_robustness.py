@@ -75,24 +75,40 @@ def test_the_recipe_time_bench_times_both_recipes_in_turn(fixture_data, tmp_path
 def test_the_refit_sweep_chooses_the_penalty_on_validation_images(fixture_data, tmp_path):
     "bench/refit_sweep.py as a user runs it, on the generated fixture and an untrained network: one fit per penalty, scored on clean and faulted validation images, the lowest mean loss chosen."
     import torch
+    from fastai.torch_core import set_seed
     from fruit360.checkpoint import model_spec, build_model, save_checkpoint
     from fruit360.data import check_dataset
+    from fruit360.loaders import get_dls
+    spec_ = importlib.util.spec_from_file_location('bench_refit_sweep', ROOT/'bench'/'refit_sweep.py')
+    S = importlib.util.module_from_spec(spec_); spec_.loader.exec_module(S)
+    dls = get_dls(fixture_data, bs=16, device='cpu')
+    valid = dls.test_dl(dls.valid_ds.items, with_labels=True)
+    set_seed(0)
+    (xb, yb), (fb, fy) = next(iter(valid)), next(S.training_batches(dls, valid))
+    assert torch.equal(yb, fy) and (fb - xb).abs().mean() > 0.05  # the same images, through the training augmentation
+
     classes = check_dataset(fixture_data).classes
     spec = model_spec('custom_cnn', n_classes=len(classes))
-    torch.manual_seed(0); ckpt = save_checkpoint(build_model(spec), tmp_path/'net.pth', spec, classes)
-    run = lambda *args: subprocess.run([sys.executable, '-m', 'bench.refit_sweep', '--data', str(fixture_data), '--checkpoint', str(ckpt), *args],
-                                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    torch.manual_seed(0); net = build_model(spec)
+    ckpt, shuffled = save_checkpoint(net, tmp_path/'net.pth', spec, classes), save_checkpoint(net, tmp_path/'other.pth', spec, classes[::-1])
+    run = lambda *args, checkpoint=ckpt: subprocess.run([sys.executable, '-m', 'bench.refit_sweep', '--data', str(fixture_data), '--checkpoint', str(checkpoint), *args],
+                                                        capture_output=True, text=True, cwd=ROOT, timeout=600)
     out = run('--wd', '0', '1e-4', '1e-1', '--faulted-valid', '1', '--json', str(tmp_path/'s.json'))
     assert out.returncode == 0, out.stderr
     r = json.loads((tmp_path/'s.json').read_text())
     assert [row['wd'] for row in r['rows']] == [0, 1e-4, 1e-1]
     for row in r['rows']:
         assert abs(row['criterion'] - (row['valid_loss'] + row['faulted_valid_loss']) / 2) < 1e-12
-        assert row['faulted_valid_loss'] != row['valid_loss']  # the faulted pass went through the training augmentation
+        assert row['loss_after'] <= row['loss_before']
     assert r['best_wd'] == min(r['rows'], key=lambda row: row['criterion'])['wd'] and f"lowest validation loss: wd {r['best_wd']:g}" in out.stdout
     assert r['rows'][2]['weight_norm'] < r['rows'][1]['weight_norm']  # a larger penalty, smaller weights
-    bad = run('--faulted-valid', '0')
-    assert bad.returncode != 0 and '--faulted-valid must be at least 1' in bad.stderr
+    again = run('--wd', '1e-4', '--faulted-valid', '1', '--json', str(tmp_path/'again.json'))  # the same seed: the same draws, the same fit
+    assert again.returncode == 0 and json.loads((tmp_path/'again.json').read_text())['rows'][0]['criterion'] == r['rows'][1]['criterion'], again.stderr
+    for args, checkpoint, says in [(('--faulted-valid', '0'), ckpt, '--faulted-valid must be at least 1'),
+                                   (('--wd', '-1'), ckpt, '--wd takes penalties of 0 or more'),
+                                   ((), shuffled, 'was trained on other classes')]:
+        bad = run(*args, checkpoint=checkpoint)
+        assert bad.returncode != 0 and says in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr
 
 
 @needs_real_data
