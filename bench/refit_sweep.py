@@ -29,7 +29,7 @@ from fruit360.checkpoint import last_linear, load_checkpoint
 from fruit360.data import find_data, twin_groups
 from fruit360.loaders import get_dls
 from fruit360.train import validation_digest
-from fruit360.training import fit_linear, linear_inputs
+from fruit360.training import fit_linear, linear_inputs, refit_inputs
 
 
 def training_batches(dls, dl):
@@ -82,8 +82,7 @@ def main():
     groups = torch.as_tensor(twin_groups(list(dls.vocab), dls.summary.twins))
     valid = dls.test_dl(dls.valid_ds.items, with_labels=True)
     start = time.perf_counter()
-    train = [linear_inputs(model, dl) for dl in (dls.test_dl(dls.train_ds.items, with_labels=True), dls.train)]
-    x, y = map(torch.cat, zip(*train))
+    x, y = refit_inputs(model, dls)  # what the refit fits
     views = {'valid': linear_inputs(model, valid), 'test': linear_inputs(model, dls.test)}
     faulted = [linear_inputs(model, training_batches(dls, valid)) for _ in range(a.faulted_valid)]
     print(f'features of {len(y):,} training, {len(views["valid"][1]):,} validation ({a.faulted_valid} faulted passes besides) and '

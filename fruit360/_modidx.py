@@ -381,6 +381,7 @@ d = { 'settings': { 'branch': 'main',
                                    'fruit360.training.quiet': ('training.html#quiet', 'fruit360/training.py'),
                                    'fruit360.training.random_states': ('training.html#random_states', 'fruit360/training.py'),
                                    'fruit360.training.read_resume_state': ('training.html#read_resume_state', 'fruit360/training.py'),
+                                   'fruit360.training.refit_inputs': ('training.html#refit_inputs', 'fruit360/training.py'),
                                    'fruit360.training.refit_last_linear': ('training.html#refit_last_linear', 'fruit360/training.py'),
                                    'fruit360.training.resolve_precision': ('training.html#resolve_precision', 'fruit360/training.py'),
                                    'fruit360.training.set_states': ('training.html#set_states', 'fruit360/training.py')}}}

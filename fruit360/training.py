@@ -35,7 +35,7 @@ __all__ = ['LR', 'SCHEDULE', 'RESUME_FILE', 'MAX_STATE_BYTES', 'quiet', 'TorchMe
            'BestCheckpoint', 'bf16_supported', 'resolve_precision', 'BF16', 'leave_autocast', 'Throughput',
            'PlainTensors', 'ProgressBar', 'History', 'fused_adam', 'PlateauLR', 'random_states', 'set_states',
            'ResumeState', 'Replay', 'read_resume_state', 'load_resume', 'StudioFinish', 'distributed', 'fruit_learner',
-           'fit_fruit', 'evaluate', 'linear_inputs', 'fit_linear', 'refit_last_linear']
+           'fit_fruit', 'evaluate', 'linear_inputs', 'fit_linear', 'refit_inputs', 'refit_last_linear']
 
 # %% ../nbs/02b_training.ipynb #9a1c0de2
 @contextmanager
@@ -409,6 +409,11 @@ def fit_linear(x:torch.Tensor, # features, one row per image
     opt.step(closure)
     with torch.no_grad(): return [p.detach() for p in params], dict(**before, loss_after=loss().item(), accuracy_after=accuracy())
 
+def refit_inputs(model:torch.nn.Module, dls, faulted:int=1) -> tuple[torch.Tensor, torch.Tensor]:
+    "What the refit fits: `linear_inputs` of the training images as they are (studio frames), then of `faulted` passes of the training loader, and their labels."
+    views = [dls.test_dl(dls.train_ds.items, with_labels=True), *[dls.train] * faulted]
+    return tuple(map(torch.cat, zip(*[linear_inputs(model, dl) for dl in views])))
+
 def refit_last_linear(learn:Learner,
                       faulted:int=1, # passes of the training loader (augmentation and photo faults on) beside the studio frames
                       wd:float=1e-5, # L2 penalty: `wd` times the sum of the squared weights, added to the mean cross-entropy
@@ -416,8 +421,7 @@ def refit_last_linear(learn:Learner,
                      ) -> dict:
     "Fit the last `Linear` of `learn.model` anew to the frozen network's features of the training images; return what the fit did."
     start, model, dls = time.perf_counter(), get_model(learn.model), learn.dls
-    views = [dls.test_dl(dls.train_ds.items, with_labels=True), *[dls.train] * faulted]  # studio frames, then faulted passes
-    x, y = map(torch.cat, zip(*[linear_inputs(model, dl) for dl in views]))
+    x, y = refit_inputs(model, dls, faulted)
     linear = model.get_submodule(last_linear(model))
     layer = [p for p in (linear.weight, linear.bias) if p is not None]  # the weights first (the penalty's), a bias if it has one
     fitted, figures = fit_linear(x, y, layer, wd, steps)
