@@ -1,15 +1,17 @@
-"""The weight penalty of the last layer refit (`refit_last_linear`, `fruit360 train --refit-head`), chosen on the
-validation images: the penalty whose fit has the lowest validation loss, averaged over the validation images as they are
-and the same images with the training's augmentation and photo faults.
+"""The weight penalty of the last layer refit (`refit_last_linear`, `fruit360 train --refit-head`) and its number of
+faulted passes, chosen on the validation images: the fit with the lowest validation loss, averaged over the validation
+images as they are and the same images with the training's augmentation and photo faults.
 
     .venv/bin/python -m bench.refit_sweep [--checkpoint models_artifacts/custom_cnn.pth] [--data PATH] [--wd 0 3e-6 1e-5 3e-5 1e-4 3e-4]
-                                          [--steps 200] [--faulted-valid 2] [--bs 64] [--seed 0] [--json f.json]
+                                          [--faulted 2] [--steps 200] [--faulted-valid 2] [--bs 64] [--seed 0] [--json f.json]
 
 The validation split is the checkpoint's own (its run's seed and share, and the digest of the images it held out,
-checked), so the penalty is never chosen on images the network trained on. The features of the checkpoint's network are
-computed once: the training images as they are and one pass of the training loader (what the refit fits), the
-validation images as they are and `--faulted-valid` passes of them through the training's batch augmentation, and the
-Test images. Each penalty's layer is then fitted (`fit_linear`, `--steps` L-BFGS iterations, from the checkpoint's last
+checked), so nothing is chosen on images the network trained on. The features of the checkpoint's network are computed
+once: what the refit fits (the training images as they are, then passes of the training loader with the faults, as
+many as the largest `--faulted`; a count k uses the first k passes), the validation images as they are and
+`--faulted-valid` passes of them through the training's batch augmentation (drawn after the training passes, so the
+draws depend on the largest `--faulted`: compare rows of one run), and the Test images. For each count of
+passes and each penalty the layer is then fitted (`fit_linear`, `--steps` L-BFGS iterations, from the checkpoint's last
 layer) and scored. The loss is the mean negative log-probability of the right class, twin classes (byte-identical
 images) as one: their probabilities summed. Errors count as the project's metrics do: the most probable class, mapped
 to its twin group. Test errors are printed beside, to be reported, not to choose by. The refit changes only the last
@@ -17,7 +19,7 @@ layer, so any checkpoint of the network will do; where the fits start matters li
 weights' optimum is unique (the bias only up to a shift that changes no probability), and each row records the loss the
 fit reached.
 """
-import argparse, json, math, time
+import argparse, inspect, json, math, time
 from pathlib import Path
 import numpy as np, torch
 import torch.nn.functional as F
@@ -29,7 +31,7 @@ from fruit360.checkpoint import last_linear, load_checkpoint
 from fruit360.data import find_data, twin_groups
 from fruit360.loaders import get_dls
 from fruit360.train import validation_digest
-from fruit360.training import fit_linear, linear_inputs, refit_inputs
+from fruit360.training import fit_linear, linear_inputs, refit_inputs, refit_last_linear
 
 
 def training_batches(dls, dl):
@@ -58,6 +60,7 @@ def main():
     p.add_argument('--max-per-class', type=int, default=0, help='images per class and split (0: all, as the run was trained)')
     p.add_argument('--bs', type=int, default=64, help="batch size of the faulted training pass (fruit360 train's: 64)")
     p.add_argument('--wd', type=float, nargs='+', default=[0, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4], help='weight penalties to try')
+    p.add_argument('--faulted', type=int, nargs='+', default=[inspect.signature(refit_last_linear).parameters['faulted'].default], help="passes of the training loader the refit fits beside the images as they are (refit_last_linear's faulted), each count tried")
     p.add_argument('--steps', type=int, default=200, help='L-BFGS iterations at most')
     p.add_argument('--faulted-valid', type=int, default=2, help='passes of the validation images with the photo faults')
     p.add_argument('--seed', type=int, default=0, help='seed of the augmentation draws')
@@ -66,6 +69,7 @@ def main():
     for name, value, least in [('--faulted-valid', a.faulted_valid, 1), ('--steps', a.steps, 1), ('--bs', a.bs, 1), ('--max-per-class', a.max_per_class, 0)]:
         if value < least: p.error(f'{name} must be at least {least}')
     if not all(math.isfinite(w) and w >= 0 for w in a.wd): p.error('--wd takes penalties of 0 or more')
+    if min(a.faulted) < 1: p.error('--faulted takes counts of passes of 1 or more')
     if a.json and not Path(a.json).resolve().parent.is_dir(): p.error(f"--json {a.json}: its folder does not exist")
     try: model, meta = load_checkpoint(a.checkpoint)
     except (ValueError, FileNotFoundError) as e: p.error(str(e))
@@ -82,33 +86,35 @@ def main():
     groups = torch.as_tensor(twin_groups(list(dls.vocab), dls.summary.twins))
     valid = dls.test_dl(dls.valid_ds.items, with_labels=True)
     start = time.perf_counter()
-    x, y = refit_inputs(model, dls)  # what the refit fits
+    x, y = refit_inputs(model, dls, max(a.faulted))  # what the refit fits, with the most passes asked for
+    studio = len(dls.train_ds); per_pass, rest = divmod(len(y) - studio, max(a.faulted))  # the images as they are come first, then pass after pass
+    if rest: raise SystemExit(f'the passes of the training loader differ in size ({len(y) - studio:,} images in {max(a.faulted)} passes): they cannot be told apart')
     views = {'valid': linear_inputs(model, valid), 'test': linear_inputs(model, dls.test)}
     faulted = [linear_inputs(model, training_batches(dls, valid)) for _ in range(a.faulted_valid)]
-    print(f'features of {len(y):,} training, {len(views["valid"][1]):,} validation ({a.faulted_valid} faulted passes besides) and '
+    print(f'features of {len(y):,} training ({studio:,} as they are, {max(a.faulted)} faulted passes), {len(views["valid"][1]):,} validation ({a.faulted_valid} faulted passes besides) and '
           f'{len(views["test"][1]):,} Test images: {time.perf_counter() - start:.0f} s', flush=True)
     linear = model.get_submodule(last_linear(model))
     start_params = [q for q in (linear.weight, linear.bias) if q is not None]
     rows = []
-    for wd in a.wd:
-        t = time.perf_counter()
-        params, fit = fit_linear(x, y, start_params, wd, a.steps)
+    for passes, wd in [(k, wd) for k in sorted(set(a.faulted)) for wd in a.wd]:
+        t, n = time.perf_counter(), studio + passes * per_pass
+        params, fit = fit_linear(x[:n], y[:n], start_params, wd, a.steps)
         clean, test = scores(params, *views['valid'], groups), scores(params, *views['test'], groups)
         f = [scores(params, *v, groups) for v in faulted]
-        row = dict(wd=wd, valid_loss=clean['loss'], valid_errors=clean['errors'],
+        row = dict(faulted=passes, images=n, wd=wd, valid_loss=clean['loss'], valid_errors=clean['errors'],
                    faulted_valid_loss=float(np.mean([s['loss'] for s in f])), faulted_valid_errors=[s['errors'] for s in f],
                    test_errors=test['errors'], weight_norm=params[0].norm().item(), **fit, seconds=time.perf_counter() - t)
         row['criterion'] = (row['valid_loss'] + row['faulted_valid_loss']) / 2
         rows.append(row)
-        print(f"wd {wd:<7g} validation loss: clean {row['valid_loss']:.4f} ({clean['errors']} errors), faulted {row['faulted_valid_loss']:.4f} "
+        print(f"faulted {passes} wd {wd:<7g} validation loss: clean {row['valid_loss']:.4f} ({clean['errors']} errors), faulted {row['faulted_valid_loss']:.4f} "
               f"({'/'.join(map(str, row['faulted_valid_errors']))} errors) -> mean {row['criterion']:.4f} | Test errors {test['errors']} "
               f"| fit loss {fit['loss_after']:.4f}, |W| {row['weight_norm']:.1f} ({row['seconds']:.0f} s)", flush=True)
     finite = [r for r in rows if math.isfinite(r['criterion'])]
     if not finite: raise SystemExit('no penalty gave a finite validation loss: the fits diverged')
     best = min(finite, key=lambda r: r['criterion'])
-    print(f"lowest validation loss: wd {best['wd']:g} (Test errors {best['test_errors']}, twins as one; not used to choose)")
+    print(f"lowest validation loss: faulted {best['faulted']}, wd {best['wd']:g} (Test errors {best['test_errors']}, twins as one; not used to choose)")
     if a.json: Path(a.json).write_text(json.dumps(dict(checkpoint=a.checkpoint, checkpoint_sha256=meta['file_sha256'], steps=a.steps, bs=a.bs,
-                                                       seed=a.seed, rows=rows, best_wd=best['wd']), indent=1))
+                                                       seed=a.seed, rows=rows, best_wd=best['wd'], best_faulted=best['faulted']), indent=1))
 
 
 if __name__ == '__main__': main()

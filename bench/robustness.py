@@ -245,16 +245,12 @@ def corrupt(images, name:str, severity:int, seed:int=0, chunk:int=256) -> np.nda
     return np.concatenate(out)
 
 
-def twin_groups(twins) -> dict[str, str]:
-    "Class -> the name of its twin group (the classes joined by ' = '), for the classes in `twins` pairs."
-    parent = {}
-    def root(c):
-        while parent.setdefault(c, c) != c: c = parent[c]
-        return c
-    for a, b in twins: parent[root(a)] = root(b)
-    groups = {}
-    for c in list(parent): groups.setdefault(root(c), []).append(c)
-    return {c: ' = '.join(sorted(g)) for g in groups.values() for c in g}
+def twin_groups(classes:list, twins) -> dict[str, str]:
+    "Class -> the name of its twin group (its classes joined by ' = '), for the classes that have a twin (grouped by `fruit360.data.twin_groups`)."
+    from fruit360.data import twin_groups as group_numbers
+    members = {}
+    for c, g in zip(classes, group_numbers(list(classes), twins)): members.setdefault(g, []).append(c)
+    return {c: ' = '.join(sorted(m)) for m in members.values() if len(m) > 1 for c in m}
 
 
 def accuracy(predicted, labels, groups:dict) -> float:
@@ -318,7 +314,7 @@ def load_test(data, per_class:int):
         summary = check_dataset(data)
     files = split_items(summary, 'Test', per_class)
     images = np.stack([load_rgb(f, IMG_SIZE) for f in files])
-    return images, [f.parent.name for f in files], twin_groups(summary.twins)
+    return images, [f.parent.name for f in files], twin_groups(summary.classes, summary.twins)
 
 
 def onnx_classifier(model):

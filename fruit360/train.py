@@ -261,7 +261,7 @@ def train(model:str='custom_cnn', # custom_cnn or resnet18
           experiment:str='fruit360', # MLflow experiment
           patience:int=None, # stop early when validation macro-F1 has not improved for this many epochs
           studio_epochs:int=0, # the last epochs without photo faults (`StudioFinish`)
-          refit_head:store_true=False, # then fit the last layer anew to the training images' features (studio frames and a pass with faults), the network frozen
+          refit_head:store_true=False, # then fit the last layer anew to the training images' features (studio frames and passes with faults), the network frozen
           init:str=None, # start from the weights of this fruit360 checkpoint (fine-tuning), not from scratch
           resume:store_true=False, # continue the latest interrupted run of this model in --out (same options, same MLflow run)
          ) -> dict:

@@ -385,7 +385,8 @@ def linear_inputs(model:torch.nn.Module, dl) -> tuple[torch.Tensor, torch.Tensor
         with Hook(linear, lambda m, i, o: i[0].float()) as hook, torch.no_grad(), eager('force_eager') if eager else nullcontext():
             for xb, yb in dl:
                 hook.stored = None
-                model(xb.as_subclass(torch.Tensor).float())
+                x = xb.as_subclass(torch.Tensor).float()
+                model(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x)  # channels last: the same network, its sums in another order (1.5x faster on the CPU)
                 if hook.stored is None or len(hook.stored) != len(xb):
                     raise RuntimeError(f'the last Linear of {type(model).__name__} did not see this batch of {len(xb)} images: its features cannot be collected')
                 xs.append(hook.stored); ys.append(yb.as_subclass(torch.Tensor))
@@ -409,13 +410,13 @@ def fit_linear(x:torch.Tensor, # features, one row per image
     opt.step(closure)
     with torch.no_grad(): return [p.detach() for p in params], dict(**before, loss_after=loss().item(), accuracy_after=accuracy())
 
-def refit_inputs(model:torch.nn.Module, dls, faulted:int=1) -> tuple[torch.Tensor, torch.Tensor]:
+def refit_inputs(model:torch.nn.Module, dls, faulted:int) -> tuple[torch.Tensor, torch.Tensor]:
     "What the refit fits: `linear_inputs` of the training images as they are (studio frames), then of `faulted` passes of the training loader, and their labels."
     views = [dls.test_dl(dls.train_ds.items, with_labels=True), *[dls.train] * faulted]
     return tuple(map(torch.cat, zip(*[linear_inputs(model, dl) for dl in views])))
 
 def refit_last_linear(learn:Learner,
-                      faulted:int=1, # passes of the training loader (augmentation and photo faults on) beside the studio frames
+                      faulted:int=2, # passes of the training loader (augmentation and photo faults on) beside the studio frames
                       wd:float=1e-5, # L2 penalty: `wd` times the sum of the squared weights, added to the mean cross-entropy
                       steps:int=200, # L-BFGS iterations at most
                      ) -> dict:

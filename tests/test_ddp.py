@@ -32,7 +32,7 @@ def test_two_processes_train_one_run_whose_test_metrics_are_those_of_its_checkpo
     assert sorted(os.listdir(two/'plots')) == ['custom_cnn_confusion.png', 'custom_cnn_curves.png']
     res = json.loads((two/'out'/'custom_cnn_results.json').read_text())
     assert res['device'].endswith('x 2 processes') and len(res['history']) == 2
-    assert res['refit_head']['images'] > res['refit_head']['studio'] > 0  # the studio frames and a pass with faults
+    assert res['refit_head']['images'] > res['refit_head']['studio'] > 0  # the studio frames and passes with faults
     client = MlflowClient(f'sqlite:///{two}/mlflow.db')
     runs = client.search_runs([client.get_experiment_by_name('ddp').experiment_id])
     assert [r.info.run_id for r in runs] == [res['mlflow_run_id']] and runs[0].info.status == 'FINISHED'  # one MLflow run

@@ -58,22 +58,24 @@ def test_the_benchmark_runs_as_a_user_runs_it(data_path, tmp_path):
 
 
 def test_the_recipe_time_bench_times_both_recipes_in_turn(fixture_data, tmp_path):
-    "bench/recipe_time.py as a user runs it, on the generated fixture: each recipe timed once per round, the refit once, and the projected ratio from the medians."
+    "bench/recipe_time.py as a user runs it, on the generated fixture: each recipe timed once per round, the refit once per count of faulted passes, and the projected ratio from the medians."
     run = lambda *args: subprocess.run([sys.executable, '-m', 'bench.recipe_time', '--data', str(fixture_data), *args],
                                        capture_output=True, text=True, cwd=ROOT, timeout=600)
-    out = run('--rounds', '2', '--epochs', '33', '--before-epochs', '20', '--json', str(tmp_path/'t.json'))
+    out = run('--rounds', '2', '--epochs', '33', '--before-epochs', '20', '--refit-faulted', '1', '3', '--json', str(tmp_path/'t.json'))
     assert out.returncode == 0, out.stderr
     r = json.loads((tmp_path/'t.json').read_text())
     assert [len(r['epoch_s'][k]) for k in ('studio', 'robust')] == [2, 2] and min(r['epoch_s']['studio'] + r['epoch_s']['robust']) > 0
-    assert r['refit_s'] > 0  # the recipe's last step, the last layer fitted anew, is timed and counted
-    assert abs(r['ratio'] - (33 * r['median_s']['robust'] + r['refit_s']) / (20 * r['median_s']['studio'])) < 1e-9
-    assert f"{r['ratio']:.2f}x (limit 2x)" in out.stdout
-    bad = run('--rounds', '0')
-    assert bad.returncode != 0 and '--rounds must be at least 1' in bad.stderr
+    assert list(r['refit_s']) == ['1', '3'] and min(r['refit_s'].values()) > 0  # the recipe's last step, the last layer fitted anew, timed for each count of faulted passes
+    for k, refit_s in r['refit_s'].items():
+        assert abs(r['ratio'][k] - (33 * r['median_s']['robust'] + refit_s) / (20 * r['median_s']['studio'])) < 1e-9
+        assert f"the refit ({k} faulted) " in out.stdout and f"{r['ratio'][k]:.2f}x (limit 2x)" in out.stdout
+    for args, says in [(('--rounds', '0'), '--rounds must be at least 1'), (('--refit-faulted', '0'), '--refit-faulted takes counts of passes of 1 or more')]:
+        bad = run(*args)
+        assert bad.returncode != 0 and says in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr
 
 
 def test_the_refit_sweep_chooses_the_penalty_on_validation_images(fixture_data, tmp_path):
-    "bench/refit_sweep.py as a user runs it, on the generated fixture and an untrained network: one fit per penalty, scored on clean and faulted validation images, the lowest mean loss chosen."
+    "bench/refit_sweep.py as a user runs it, on the generated fixture and an untrained network: one fit per penalty and count of faulted passes, scored on clean and faulted validation images, the lowest mean loss chosen."
     import torch
     from fastai.torch_core import set_seed
     from fruit360.checkpoint import model_spec, build_model, save_checkpoint
@@ -81,8 +83,8 @@ def test_the_refit_sweep_chooses_the_penalty_on_validation_images(fixture_data, 
     from fruit360.loaders import get_dls
     spec_ = importlib.util.spec_from_file_location('bench_refit_sweep', ROOT/'bench'/'refit_sweep.py')
     S = importlib.util.module_from_spec(spec_); spec_.loader.exec_module(S)
-    dls = get_dls(fixture_data, bs=16, device='cpu')
-    valid = dls.test_dl(dls.valid_ds.items, with_labels=True)
+    dls = get_dls(fixture_data, bs=16, device='cpu')  # the sweep's split: a checkpoint without a run's record gets the defaults
+    n_train, valid = len(dls.train_ds), dls.test_dl(dls.valid_ds.items, with_labels=True)
     set_seed(0)
     (xb, yb), (fb, fy) = next(iter(valid)), next(S.training_batches(dls, valid))
     assert torch.equal(yb, fy) and (fb - xb).abs().mean() > 0.05  # the same images, through the training augmentation
@@ -93,18 +95,23 @@ def test_the_refit_sweep_chooses_the_penalty_on_validation_images(fixture_data, 
     ckpt, shuffled = save_checkpoint(net, tmp_path/'net.pth', spec, classes), save_checkpoint(net, tmp_path/'other.pth', spec, classes[::-1])
     run = lambda *args, checkpoint=ckpt: subprocess.run([sys.executable, '-m', 'bench.refit_sweep', '--data', str(fixture_data), '--checkpoint', str(checkpoint), *args],
                                                         capture_output=True, text=True, cwd=ROOT, timeout=600)
-    out = run('--wd', '0', '1e-4', '1e-1', '--faulted-valid', '1', '--json', str(tmp_path/'s.json'))
+    out = run('--wd', '0', '1e-4', '1e-1', '--faulted', '2', '1', '--faulted-valid', '1', '--json', str(tmp_path/'s.json'))
     assert out.returncode == 0, out.stderr
     r = json.loads((tmp_path/'s.json').read_text())
-    assert [row['wd'] for row in r['rows']] == [0, 1e-4, 1e-1]
+    assert [(row['faulted'], row['wd']) for row in r['rows']] == [(1, 0), (1, 1e-4), (1, 1e-1), (2, 0), (2, 1e-4), (2, 1e-1)]
+    one, two = r['rows'][0]['images'], r['rows'][3]['images']  # each pass of the training loader adds the same number of images
+    assert two - one == one - n_train > 0, (n_train, one, two)
     for row in r['rows']:
         assert abs(row['criterion'] - (row['valid_loss'] + row['faulted_valid_loss']) / 2) < 1e-12
         assert row['loss_after'] <= row['loss_before']
-    assert r['best_wd'] == min(r['rows'], key=lambda row: row['criterion'])['wd'] and f"lowest validation loss: wd {r['best_wd']:g}" in out.stdout
+    best = min(r['rows'], key=lambda row: row['criterion'])
+    assert (r['best_faulted'], r['best_wd']) == (best['faulted'], best['wd']) and f"lowest validation loss: faulted {best['faulted']}, wd {best['wd']:g}" in out.stdout
     assert r['rows'][2]['weight_norm'] < r['rows'][1]['weight_norm']  # a larger penalty, smaller weights
-    again = run('--wd', '1e-4', '--faulted-valid', '1', '--json', str(tmp_path/'again.json'))  # the same seed: the same draws, the same fit
-    assert again.returncode == 0 and json.loads((tmp_path/'again.json').read_text())['rows'][0]['criterion'] == r['rows'][1]['criterion'], again.stderr
+    again = run('--wd', '1e-4', '--faulted', '1', '2', '--faulted-valid', '1', '--json', str(tmp_path/'again.json'))  # the same seed: the same draws, the same fits
+    assert again.returncode == 0, again.stderr
+    assert [row['criterion'] for row in json.loads((tmp_path/'again.json').read_text())['rows']] == [r['rows'][1]['criterion'], r['rows'][4]['criterion']]
     for args, checkpoint, says in [(('--faulted-valid', '0'), ckpt, '--faulted-valid must be at least 1'),
+                                   (('--faulted', '0'), ckpt, '--faulted takes counts of passes of 1 or more'),
                                    (('--wd', '-1'), ckpt, '--wd takes penalties of 0 or more'),
                                    ((), shuffled, 'was trained on other classes')]:
         bad = run(*args, checkpoint=checkpoint)
