@@ -35,6 +35,13 @@ def test_unknown_corruptions_and_severities_are_refused_by_name():
     with pytest.raises(ValueError, match='severity must be one of 1-5'): R.corrupt(fruit_like(1), 'darken', 6)
 
 
+def test_twins_count_as_one_class_in_the_benchmark():
+    "A prediction of a class's twin counts as right, of any other class as wrong; chained pairs form one group."
+    groups = R.twin_groups(['Apple 21', 'Apple Rotten 1', 'Kiwi', 'a', 'b', 'c'], {('Apple 21', 'Apple Rotten 1'): 341, ('a', 'b'): 1, ('b', 'c'): 2})
+    assert groups == {'Apple 21': 'Apple 21 = Apple Rotten 1', 'Apple Rotten 1': 'Apple 21 = Apple Rotten 1', 'a': 'a = b = c', 'b': 'a = b = c', 'c': 'a = b = c'}
+    assert R.accuracy(['Apple Rotten 1', 'Kiwi', 'c', 'Apple 21'], ['Apple 21', 'Kiwi', 'a', 'Kiwi'], groups) == 0.75
+
+
 def test_training_never_draws_a_held_out_corruption():
     "The photo faults imitate only the train family: impulse noise, motion/zoom blur, pixelation and textured backgrounds stay unseen."
     from fruit360.augment import PHOTO_FAULTS
