@@ -86,22 +86,22 @@ def main():
     groups = torch.as_tensor(twin_groups(list(dls.vocab), dls.summary.twins))
     valid = dls.test_dl(dls.valid_ds.items, with_labels=True)
     start = time.perf_counter()
-    x, y = refit_inputs(model, dls, max(a.faulted))  # what the refit fits, with the most passes asked for
-    studio = len(dls.train_ds); per_pass, rest = divmod(len(y) - studio, max(a.faulted))  # the images as they are come first, then pass after pass
-    if rest: raise SystemExit(f'the passes of the training loader differ in size ({len(y) - studio:,} images in {max(a.faulted)} passes): they cannot be told apart')
+    fitted = refit_inputs(model, dls, max(a.faulted))  # what the refit fits, view by view, with the most passes asked for
+    studio, n_fitted = len(fitted[0][1]), sum(len(v[1]) for v in fitted)
     views = {'valid': linear_inputs(model, valid), 'test': linear_inputs(model, dls.test)}
     faulted = [linear_inputs(model, training_batches(dls, valid)) for _ in range(a.faulted_valid)]
-    print(f'features of {len(y):,} training ({studio:,} as they are, {max(a.faulted)} faulted passes), {len(views["valid"][1]):,} validation ({a.faulted_valid} faulted passes besides) and '
+    print(f'features of {n_fitted:,} training ({studio:,} as they are, {max(a.faulted)} faulted passes), {len(views["valid"][1]):,} validation ({a.faulted_valid} faulted passes besides) and '
           f'{len(views["test"][1]):,} Test images: {time.perf_counter() - start:.0f} s', flush=True)
     linear = model.get_submodule(last_linear(model))
     start_params = [q for q in (linear.weight, linear.bias) if q is not None]
     rows = []
     for passes, wd in [(k, wd) for k in sorted(set(a.faulted)) for wd in a.wd]:
-        t, n = time.perf_counter(), studio + passes * per_pass
-        params, fit = fit_linear(x[:n], y[:n], start_params, wd, a.steps)
+        t = time.perf_counter()
+        x, y = map(torch.cat, zip(*fitted[:1 + passes]))  # the images as they are and the first `passes` passes
+        params, fit = fit_linear(x, y, start_params, wd, a.steps)
         clean, test = scores(params, *views['valid'], groups), scores(params, *views['test'], groups)
         f = [scores(params, *v, groups) for v in faulted]
-        row = dict(faulted=passes, images=n, wd=wd, valid_loss=clean['loss'], valid_errors=clean['errors'],
+        row = dict(faulted=passes, images=len(y), wd=wd, valid_loss=clean['loss'], valid_errors=clean['errors'],
                    faulted_valid_loss=float(np.mean([s['loss'] for s in f])), faulted_valid_errors=[s['errors'] for s in f],
                    test_errors=test['errors'], weight_norm=params[0].norm().item(), **fit, seconds=time.perf_counter() - t)
         row['criterion'] = (row['valid_loss'] + row['faulted_valid_loss']) / 2

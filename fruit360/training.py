@@ -410,10 +410,10 @@ def fit_linear(x:torch.Tensor, # features, one row per image
     opt.step(closure)
     with torch.no_grad(): return [p.detach() for p in params], dict(**before, loss_after=loss().item(), accuracy_after=accuracy())
 
-def refit_inputs(model:torch.nn.Module, dls, faulted:int) -> tuple[torch.Tensor, torch.Tensor]:
-    "What the refit fits: `linear_inputs` of the training images as they are (studio frames), then of `faulted` passes of the training loader, and their labels."
+def refit_inputs(model:torch.nn.Module, dls, faulted:int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    "What the refit fits, view by view: `linear_inputs` (features and labels) of the training images as they are (studio frames), then of each of `faulted` passes of the training loader."
     views = [dls.test_dl(dls.train_ds.items, with_labels=True), *[dls.train] * faulted]
-    return tuple(map(torch.cat, zip(*[linear_inputs(model, dl) for dl in views])))
+    return [linear_inputs(model, dl) for dl in views]
 
 def refit_last_linear(learn:Learner,
                       faulted:int=2, # passes of the training loader (augmentation and photo faults on) beside the studio frames
@@ -422,7 +422,7 @@ def refit_last_linear(learn:Learner,
                      ) -> dict:
     "Fit the last `Linear` of `learn.model` anew to the frozen network's features of the training images; return what the fit did."
     start, model, dls = time.perf_counter(), get_model(learn.model), learn.dls
-    x, y = refit_inputs(model, dls, faulted)
+    x, y = map(torch.cat, zip(*refit_inputs(model, dls, faulted)))
     linear = model.get_submodule(last_linear(model))
     layer = [p for p in (linear.weight, linear.bias) if p is not None]  # the weights first (the penalty's), a bias if it has one
     fitted, figures = fit_linear(x, y, layer, wd, steps)
