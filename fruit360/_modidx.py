@@ -384,4 +384,5 @@ d = { 'settings': { 'branch': 'main',
                                    'fruit360.training.refit_inputs': ('training.html#refit_inputs', 'fruit360/training.py'),
                                    'fruit360.training.refit_last_linear': ('training.html#refit_last_linear', 'fruit360/training.py'),
                                    'fruit360.training.resolve_precision': ('training.html#resolve_precision', 'fruit360/training.py'),
-                                   'fruit360.training.set_states': ('training.html#set_states', 'fruit360/training.py')}}}
+                                   'fruit360.training.set_states': ('training.html#set_states', 'fruit360/training.py'),
+                                   'fruit360.training.view_weights': ('training.html#view_weights', 'fruit360/training.py')}}}

@@ -30,7 +30,8 @@ BANK_FAULTED = 0.5  # share of the bank's training images seen with FruitAugment
 def refit_note(refit) -> str|None:
     "How a run fitted its last layer anew (`refit_last_linear`'s record in its results), in words; `None` without a usable record."
     try: return (f"on the features of {int(refit['images']):,} training images (as they are, and {int(refit['faulted'])} "
-                 f"pass(es) with photo faults), wd {float(refit['wd']):g}")
+                 f"pass(es) with photo faults), wd {float(refit['wd']):g}"
+                 + (f", the images as they are {float(refit['studio_share']):.3g} of the loss" if 'studio_share' in refit else ''))
     except (TypeError, KeyError, ValueError): return None
 
 def model_metadata(ckpt:dict, results:dict|None=None, dataset:str='Fruits-360 (100x100)', dataset_version:str='unknown',

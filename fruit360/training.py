@@ -35,7 +35,7 @@ __all__ = ['LR', 'SCHEDULE', 'RESUME_FILE', 'MAX_STATE_BYTES', 'quiet', 'TorchMe
            'BestCheckpoint', 'bf16_supported', 'resolve_precision', 'BF16', 'leave_autocast', 'Throughput',
            'PlainTensors', 'ProgressBar', 'History', 'fused_adam', 'PlateauLR', 'random_states', 'set_states',
            'ResumeState', 'Replay', 'read_resume_state', 'load_resume', 'StudioFinish', 'distributed', 'fruit_learner',
-           'fit_fruit', 'evaluate', 'linear_inputs', 'fit_linear', 'refit_inputs', 'refit_last_linear']
+           'fit_fruit', 'evaluate', 'linear_inputs', 'fit_linear', 'refit_inputs', 'view_weights', 'refit_last_linear']
 
 # %% ../nbs/02b_training.ipynb #9a1c0de2
 @contextmanager
@@ -396,12 +396,19 @@ def linear_inputs(model:torch.nn.Module, dl) -> tuple[torch.Tensor, torch.Tensor
 def fit_linear(x:torch.Tensor, # features, one row per image
                y:torch.Tensor, # their labels
                params:list, # the layer's weight, and its bias if it has one: where the fit starts (left unchanged)
-               wd:float=1e-5, # L2 penalty: `wd` times the sum of the squared weights, added to the mean cross-entropy
+               wd:float, # L2 penalty: `wd` times the sum of the squared weights, added to the mean cross-entropy
                steps:int=200, # L-BFGS iterations at most
+               weight:torch.Tensor|None=None, # each image's weight in the mean cross-entropy (scaled to sum to 1); None: all equal
               ) -> tuple[list, dict]:
-    "The weight (and bias) minimising the cross-entropy of `F.linear(x, *params)` on `y` plus the penalty, by L-BFGS; and that loss and the accuracy before and after."
+    "The weight (and bias) minimising the (weighted) mean cross-entropy of `F.linear(x, *params)` on `y` plus the penalty, by L-BFGS; and that loss and the accuracy before and after."
     params = [p.detach().float().clone().requires_grad_() for p in params]
-    def loss(): return F.cross_entropy(F.linear(x, *params), y) + wd * params[0].pow(2).sum()
+    if weight is not None:
+        if weight.shape != y.shape or not torch.isfinite(weight).all() or (weight < 0).any() or weight.sum() <= 0:
+            raise ValueError(f'fit_linear: weight must hold one finite weight of 0 or more per image ({len(y)}), not all 0')
+        weight = weight.float() / weight.sum()
+    def loss():
+        ce = F.cross_entropy(F.linear(x, *params), y, reduction='none')
+        return (ce.mean() if weight is None else ce @ weight) + wd * params[0].pow(2).sum()
     def accuracy(): return (F.linear(x, *params).argmax(1) == y).float().mean().item()
     before = dict(loss_before=loss().item(), accuracy_before=accuracy())
     opt = torch.optim.LBFGS(params, lr=1, max_iter=steps, history_size=20, line_search_fn='strong_wolfe')
@@ -415,21 +422,29 @@ def refit_inputs(model:torch.nn.Module, dls, faulted:int) -> list[tuple[torch.Te
     views = [dls.test_dl(dls.train_ds.items, with_labels=True), *[dls.train] * faulted]
     return [linear_inputs(model, dl) for dl in views]
 
+def view_weights(views:list, studio_share:float) -> torch.Tensor:
+    "Each image's weight for `fit_linear`, for `refit_inputs`' views: the first view (the studio frames) `studio_share` of the whole, the others the rest, equally per image."
+    studio, faulted = len(views[0][1]), sum(len(v[1]) for v in views[1:])
+    return torch.cat([torch.full((studio,), studio_share / studio), torch.full((faulted,), (1 - studio_share) / faulted)])
+
 def refit_last_linear(learn:Learner,
                       faulted:int=2, # passes of the training loader (augmentation and photo faults on) beside the studio frames
-                      wd:float=1e-5, # L2 penalty: `wd` times the sum of the squared weights, added to the mean cross-entropy
+                      studio_share:float=2/3, # the studio frames' share of the loss, the faulted passes' the rest (with faulted=0, all of it)
+                      wd:float=3e-6, # L2 penalty: `wd` times the sum of the squared weights, added to the mean cross-entropy
                       steps:int=200, # L-BFGS iterations at most
                      ) -> dict:
     "Fit the last `Linear` of `learn.model` anew to the frozen network's features of the training images; return what the fit did."
+    if faulted and not 0 < studio_share < 1: raise ValueError(f'refit_last_linear: studio_share {studio_share} must lie between 0 and 1 (both excluded)')
     start, model, dls = time.perf_counter(), get_model(learn.model), learn.dls
-    x, y = map(torch.cat, zip(*refit_inputs(model, dls, faulted)))
+    views = refit_inputs(model, dls, faulted)
+    x, y = map(torch.cat, zip(*views))
     linear = model.get_submodule(last_linear(model))
     layer = [p for p in (linear.weight, linear.bias) if p is not None]  # the weights first (the penalty's), a bias if it has one
-    fitted, figures = fit_linear(x, y, layer, wd, steps)
+    fitted, figures = fit_linear(x, y, layer, wd, steps, view_weights(views, studio_share) if faulted else None)
     with torch.no_grad():
         for p, new in zip(layer, fitted): p.copy_(new)
         if torch.distributed.is_available() and torch.distributed.is_initialized():  # every process the same layer: rank 0's
             for p in layer: torch.distributed.broadcast(p.data, 0)
-    return dict(images=len(y), studio=len(dls.train_ds), faulted=faulted, wd=wd, steps=steps, **figures,
+    return dict(images=len(y), studio=len(dls.train_ds), faulted=faulted, studio_share=studio_share if faulted else 1.0, wd=wd, steps=steps, **figures,
                 seconds=round(time.perf_counter() - start, 1))
 

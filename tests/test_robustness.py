@@ -82,7 +82,7 @@ def test_the_recipe_time_bench_times_both_recipes_in_turn(fixture_data, tmp_path
 
 
 def test_the_refit_sweep_chooses_the_penalty_on_validation_images(fixture_data, tmp_path):
-    "bench/refit_sweep.py as a user runs it, on the generated fixture and an untrained network: one fit per penalty and count of faulted passes, scored on clean and faulted validation images, the lowest mean loss chosen."
+    "bench/refit_sweep.py as a user runs it, on the generated fixture and an untrained network: one fit per penalty, count of faulted passes and studio share, scored on clean and faulted validation images, the lowest mean loss among the fits with no clean error chosen."
     import torch
     from fastai.torch_core import set_seed
     from fruit360.checkpoint import model_spec, build_model, save_checkpoint
@@ -102,23 +102,27 @@ def test_the_refit_sweep_chooses_the_penalty_on_validation_images(fixture_data, 
     ckpt, shuffled = save_checkpoint(net, tmp_path/'net.pth', spec, classes), save_checkpoint(net, tmp_path/'other.pth', spec, classes[::-1])
     run = lambda *args, checkpoint=ckpt: subprocess.run([sys.executable, '-m', 'bench.refit_sweep', '--data', str(fixture_data), '--checkpoint', str(checkpoint), *args],
                                                         capture_output=True, text=True, cwd=ROOT, timeout=600)
-    out = run('--wd', '0', '1e-4', '1e-1', '--faulted', '2', '1', '--faulted-valid', '1', '--json', str(tmp_path/'s.json'))
+    out = run('--wd', '0', '1e-4', '1e-1', '--faulted', '2', '1', '--studio-share', '0.9', '0.2', '--faulted-valid', '1', '--json', str(tmp_path/'s.json'))
     assert out.returncode == 0, out.stderr
     r = json.loads((tmp_path/'s.json').read_text())
-    assert [(row['faulted'], row['wd']) for row in r['rows']] == [(1, 0), (1, 1e-4), (1, 1e-1), (2, 0), (2, 1e-4), (2, 1e-1)]
-    one, two = r['rows'][0]['images'], r['rows'][3]['images']  # each pass of the training loader adds the same number of images
+    assert [(row['faulted'], row['studio_share'], row['wd']) for row in r['rows']] == [(k, s, wd) for k in (1, 2) for s in (0.2, 0.9) for wd in (0, 1e-4, 1e-1)]
+    one, two = r['rows'][0]['images'], r['rows'][6]['images']  # each pass of the training loader adds the same number of images
     assert two - one == one - n_train > 0, (n_train, one, two)
     for row in r['rows']:
         assert abs(row['criterion'] - (row['valid_loss'] + row['faulted_valid_loss']) / 2) < 1e-12
-        assert row['loss_after'] <= row['loss_before']
-    best = min(r['rows'], key=lambda row: row['criterion'])
-    assert (r['best_faulted'], r['best_wd']) == (best['faulted'], best['wd']) and f"lowest validation loss: faulted {best['faulted']}, wd {best['wd']:g}" in out.stdout
+        assert row['loss_after'] <= row['loss_before'] and 0 <= row['studio_errors'] <= n_train
+    eligible = [row for row in r['rows'] if row['studio_errors'] == row['valid_errors'] == 0]
+    best = min(eligible or r['rows'], key=lambda row: row['criterion'])
+    assert r['eligible'] == len(eligible) and (r['best_faulted'], r['best_studio_share'], r['best_wd']) == (best['faulted'], best['studio_share'], best['wd'])
+    assert f"faulted {best['faulted']}, share {best['studio_share']:.3g}, wd {best['wd']:g}" in out.stdout
     assert r['rows'][2]['weight_norm'] < r['rows'][1]['weight_norm']  # a larger penalty, smaller weights
-    again = run('--wd', '1e-4', '--faulted', '1', '2', '--faulted-valid', '1', '--json', str(tmp_path/'again.json'))  # the same seed: the same draws, the same fits
+    assert r['rows'][1]['loss_after'] != r['rows'][4]['loss_after']  # the studio share weighs the images differently: another fit
+    again = run('--wd', '1e-4', '--faulted', '1', '2', '--studio-share', '0.9', '--faulted-valid', '1', '--json', str(tmp_path/'again.json'))  # the same seed: the same draws, the same fits
     assert again.returncode == 0, again.stderr
-    assert [row['criterion'] for row in json.loads((tmp_path/'again.json').read_text())['rows']] == [r['rows'][1]['criterion'], r['rows'][4]['criterion']]
+    assert [row['criterion'] for row in json.loads((tmp_path/'again.json').read_text())['rows']] == [r['rows'][4]['criterion'], r['rows'][10]['criterion']]
     for args, checkpoint, says in [(('--faulted-valid', '0'), ckpt, '--faulted-valid must be at least 1'),
                                    (('--faulted', '0'), ckpt, '--faulted takes counts of passes of 1 or more'),
+                                   (('--studio-share', '1'), ckpt, '--studio-share takes shares between 0 and 1'),
                                    (('--wd', '-1'), ckpt, '--wd takes penalties of 0 or more'),
                                    ((), shuffled, 'was trained on other classes')]:
         bad = run(*args, checkpoint=checkpoint)
