@@ -21,7 +21,7 @@ images the fit and the choice see); the lowest loss among the eligible fits is c
 Test errors are printed beside, to be reported, not to choose by. The refit changes only the last
 layer, so any checkpoint of the network will do. With a positive penalty the weights' optimum is unique (the bias only
 up to a shift that changes no probability), so a fit solved to the end does not depend on where it starts; but at small
-penalties (3e-6) 200 iterations stop short of the end, and the start then moves the criterion by up to 0.002
+penalties (3e-6) 200 iterations stop short of the end, and the start then moves the criterion by about 0.002
 (`02b_training`): pass `--steps 500` to compare fits solved to the end. Each row records the loss the fit reached.
 """
 import argparse, inspect, json, math, time

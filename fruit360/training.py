@@ -405,7 +405,7 @@ def fit_linear(x:torch.Tensor, # features, one row per image
     if weight is not None:
         if weight.shape != y.shape or not torch.isfinite(weight).all() or (weight < 0).any() or weight.sum() <= 0:
             raise ValueError(f'fit_linear: weight must hold one finite weight of 0 or more per image ({len(y)}), not all 0')
-        weight = weight.float() / weight.sum()
+        weight = weight.to(x.device, torch.float32) / weight.sum()  # on the features' device (a GPU's, in training)
     def loss():
         ce = F.cross_entropy(F.linear(x, *params), y, reduction='none')
         return (ce.mean() if weight is None else ce @ weight) + wd * params[0].pow(2).sum()
@@ -425,6 +425,8 @@ def refit_inputs(model:torch.nn.Module, dls, faulted:int) -> list[tuple[torch.Te
 def view_weights(views:list, studio_share:float) -> torch.Tensor:
     "Each image's weight for `fit_linear`, for `refit_inputs`' views: the first view (the studio frames) `studio_share` of the whole, the others the rest, equally per image."
     studio, faulted = len(views[0][1]), sum(len(v[1]) for v in views[1:])
+    if not (studio and faulted and 0 < studio_share < 1):
+        raise ValueError(f'view_weights: needs studio frames ({studio}), faulted images ({faulted}) and a share between 0 and 1, not {studio_share}')
     return torch.cat([torch.full((studio,), studio_share / studio), torch.full((faulted,), (1 - studio_share) / faulted)])
 
 def refit_last_linear(learn:Learner,
