@@ -102,20 +102,21 @@ def main():
     linear = model.get_submodule(last_linear(model))
     start_params = [q for q in (linear.weight, linear.bias) if q is not None]
     rows = []
-    for passes, share, wd in [(k, s, wd) for k in sorted(set(a.faulted)) for s in sorted(set(a.studio_share)) for wd in a.wd]:
-        t = time.perf_counter()
-        x, y = map(torch.cat, zip(*fitted[:1 + passes]))  # the images as they are and the first `passes` passes
-        params, fit = fit_linear(x, y, start_params, wd, a.steps, view_weights(fitted[:1 + passes], share))
-        clean, test, frames = scores(params, *views['valid'], groups), scores(params, *views['test'], groups), scores(params, *fitted[0], groups)
-        f = [scores(params, *v, groups) for v in faulted]
-        row = dict(faulted=passes, studio_share=share, images=len(y), wd=wd, studio_errors=frames['errors'], valid_loss=clean['loss'], valid_errors=clean['errors'],
-                   faulted_valid_loss=float(np.mean([s['loss'] for s in f])), faulted_valid_errors=[s['errors'] for s in f],
-                   test_errors=test['errors'], weight_norm=params[0].norm().item(), **fit, seconds=time.perf_counter() - t)
-        row['criterion'] = (row['valid_loss'] + row['faulted_valid_loss']) / 2
-        rows.append(row)
-        print(f"faulted {passes} share {share:.3g} wd {wd:<7g} studio errors {frames['errors']} | validation loss: clean {row['valid_loss']:.4f} ({clean['errors']} errors), faulted {row['faulted_valid_loss']:.4f} "
-              f"({'/'.join(map(str, row['faulted_valid_errors']))} errors) -> mean {row['criterion']:.4f} | Test errors {test['errors']} "
-              f"| fit loss {fit['loss_after']:.4f}, |W| {row['weight_norm']:.1f} ({row['seconds']:.0f} s)", flush=True)
+    for passes in sorted(set(a.faulted)):
+        x, y = map(torch.cat, zip(*fitted[:1 + passes]))  # the images as they are and the first `passes` passes, joined once per count
+        for share, wd in [(s, wd) for s in sorted(set(a.studio_share)) for wd in a.wd]:
+            t = time.perf_counter()
+            params, fit = fit_linear(x, y, start_params, wd, a.steps, view_weights(fitted[:1 + passes], share))
+            clean, test, frames = scores(params, *views['valid'], groups), scores(params, *views['test'], groups), scores(params, *fitted[0], groups)
+            f = [scores(params, *v, groups) for v in faulted]
+            row = dict(faulted=passes, studio_share=share, images=len(y), wd=wd, studio_errors=frames['errors'], valid_loss=clean['loss'], valid_errors=clean['errors'],
+                       faulted_valid_loss=float(np.mean([s['loss'] for s in f])), faulted_valid_errors=[s['errors'] for s in f],
+                       test_errors=test['errors'], weight_norm=params[0].norm().item(), **fit, seconds=time.perf_counter() - t)
+            row['criterion'] = (row['valid_loss'] + row['faulted_valid_loss']) / 2
+            rows.append(row)
+            print(f"faulted {passes} share {share:.3g} wd {wd:<7g} studio errors {frames['errors']} | validation loss: clean {row['valid_loss']:.4f} ({clean['errors']} errors), faulted {row['faulted_valid_loss']:.4f} "
+                  f"({'/'.join(map(str, row['faulted_valid_errors']))} errors) -> mean {row['criterion']:.4f} | Test errors {test['errors']} "
+                  f"| fit loss {fit['loss_after']:.4f}, |W| {row['weight_norm']:.1f} ({row['seconds']:.0f} s)", flush=True)
     finite = [r for r in rows if math.isfinite(r['criterion'])]
     if not finite: raise SystemExit('no penalty gave a finite validation loss: the fits diverged')
     eligible = [r for r in finite if r['studio_errors'] == 0 and r['valid_errors'] == 0]
