@@ -4,7 +4,7 @@ studio frame (a training image as it is) and every validation image right, the o
 averaged over the validation images as they are and the same images with the training's augmentation and photo faults.
 
     .venv/bin/python -m bench.refit_sweep [--checkpoint models_artifacts/custom_cnn.pth] [--data PATH] [--wd 0 3e-6 1e-5 3e-5 1e-4 3e-4]
-                                          [--faulted 2] [--studio-share 0.667] [--steps 200] [--faulted-valid 2] [--bs 64] [--seed 0] [--json f.json]
+                                          [--faulted 2] [--studio-share 0.5] [--steps 200] [--faulted-valid 2] [--bs 64] [--seed 0] [--json f.json]
 
 The validation split is the checkpoint's own (its run's seed and share, and the digest of the images it held out,
 checked), so nothing is chosen on images the network trained on. The features of the checkpoint's network are computed
