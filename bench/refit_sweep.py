@@ -4,7 +4,7 @@ studio frame (a training image as it is) and every validation image right, the o
 averaged over the validation images as they are and the same images with the training's augmentation and photo faults.
 
     .venv/bin/python -m bench.refit_sweep [--checkpoint models_artifacts/custom_cnn.pth] [--data PATH] [--wd 0 3e-6 1e-5 3e-5 1e-4 3e-4]
-                                          [--faulted 2] [--studio-share 0.5] [--steps 200] [--faulted-valid 2] [--bs 64] [--seed 0] [--json f.json]
+                                          [--faulted 2] [--studio-share 0.5] [--steps 200] [--faulted-valid 2] [--bs 64] [--seed 0] [--from-zeros] [--json f.json]
 
 The validation split is the checkpoint's own (its run's seed and share, and the digest of the images it held out,
 checked), so nothing is chosen on images the network trained on. The features of the checkpoint's network are computed
@@ -23,7 +23,8 @@ layer, so any checkpoint of the network will do. With a positive penalty the wei
 up to a shift that changes no probability), so a fit solved to the end does not depend on where it starts: with
 `fit_linear`'s L-BFGS memory of 100 steps (since 2026-12-04) 200 iterations get there from any start, criteria within
 0.0001 (with a memory of 20 they stopped short at small penalties and the start moved the criterion by about 0.002,
-`02b_training`). Each row records the loss the fit reached and the iterations it used.
+`02b_training`). Each row records the loss the fit reached and the iterations it used; `--from-zeros` fits each again
+from zero weights and records its criterion and how far its validation probabilities are from the first fit's.
 """
 import argparse, inspect, json, math, time
 from pathlib import Path
@@ -58,6 +59,13 @@ def scores(params, x, y, groups:torch.Tensor) -> dict:
     yg = groups[y]
     return dict(loss=-pg[torch.arange(len(y)), yg].clamp_min(1e-12).log().mean().item(), errors=int((groups[logits.argmax(1)] != yg).sum()))
 
+def from_zeros(x, y, params, wd:float, steps:int, weight, valid, faulted, groups) -> dict:
+    "The same fit from zero weights: its validation criterion and the largest difference of its validation probabilities from the fit `params` (0 for a fit solved to the end, whatever its start)."
+    other, fit = fit_linear(x, y, [torch.zeros_like(q) for q in params], wd, steps, weight)
+    criterion = (scores(other, *valid, groups)['loss'] + float(np.mean([scores(other, *v, groups)['loss'] for v in faulted]))) / 2
+    gap = (F.linear(valid[0], *other).softmax(1) - F.linear(valid[0], *params).softmax(1)).abs().max().item()
+    return dict(criterion=criterion, max_prob_diff=gap, loss_after=fit['loss_after'], iterations=fit['iterations'])
+
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -71,6 +79,7 @@ def main():
     p.add_argument('--steps', type=int, default=200, help='L-BFGS iterations at most')
     p.add_argument('--faulted-valid', type=int, default=2, help='passes of the validation images with the photo faults')
     p.add_argument('--seed', type=int, default=0, help='seed of the augmentation draws')
+    p.add_argument('--from-zeros', action='store_true', help='fit each also from zero weights: how much the result depends on where L-BFGS starts (a solved fit does not)')
     p.add_argument('--json', default=None, help='write the results here')
     a = p.parse_args()
     for name, value, least in [('--faulted-valid', a.faulted_valid, 1), ('--steps', a.steps, 1), ('--bs', a.bs, 1), ('--max-per-class', a.max_per_class, 0)]:
@@ -106,18 +115,20 @@ def main():
     for passes in sorted(set(a.faulted)):
         x, y = map(torch.cat, zip(*fitted[:1 + passes]))  # the images as they are and the first `passes` passes, joined once per count
         for share, wd in [(s, wd) for s in sorted(set(a.studio_share)) for wd in a.wd]:
-            t = time.perf_counter()
-            params, fit = fit_linear(x, y, start_params, wd, a.steps, view_weights(fitted[:1 + passes], share))
+            t, weight = time.perf_counter(), view_weights(fitted[:1 + passes], share)
+            params, fit = fit_linear(x, y, start_params, wd, a.steps, weight)
             clean, test, frames = scores(params, *views['valid'], groups), scores(params, *views['test'], groups), scores(params, *fitted[0], groups)
             f = [scores(params, *v, groups) for v in faulted]
             row = dict(faulted=passes, studio_share=share, images=len(y), wd=wd, studio_errors=frames['errors'], valid_loss=clean['loss'], valid_errors=clean['errors'],
                        faulted_valid_loss=float(np.mean([s['loss'] for s in f])), faulted_valid_errors=[s['errors'] for s in f],
                        test_errors=test['errors'], weight_norm=params[0].norm().item(), **fit, seconds=time.perf_counter() - t)
             row['criterion'] = (row['valid_loss'] + row['faulted_valid_loss']) / 2
+            if a.from_zeros: row['from_zeros'] = from_zeros(x, y, params, wd, a.steps, weight, views['valid'], faulted, groups)
             rows.append(row)
             print(f"faulted {passes} share {share:.3g} wd {wd:<7g} studio errors {frames['errors']} | validation loss: clean {row['valid_loss']:.4f} ({clean['errors']} errors), faulted {row['faulted_valid_loss']:.4f} "
                   f"({'/'.join(map(str, row['faulted_valid_errors']))} errors) -> mean {row['criterion']:.4f} | Test errors {test['errors']} "
-                  f"| fit loss {fit['loss_after']:.4f}, |W| {row['weight_norm']:.1f} ({row['seconds']:.0f} s)", flush=True)
+                  f"| fit loss {fit['loss_after']:.4f}, |W| {row['weight_norm']:.1f} ({row['seconds']:.0f} s)"
+                  + (f" | from zeros: mean {row['from_zeros']['criterion']:.4f}, validation probabilities within {row['from_zeros']['max_prob_diff']:.1e}" if a.from_zeros else ''), flush=True)
     finite = [r for r in rows if math.isfinite(r['criterion'])]
     if not finite: raise SystemExit('no penalty gave a finite validation loss: the fits diverged')
     eligible = [r for r in finite if r['studio_errors'] == 0 and r['valid_errors'] == 0]

@@ -1,5 +1,5 @@
 "Robust to real photos (issue 16): the corruption benchmark is deterministic and graded, training never imitates its held-out types, and the shipped model stays right on darker, flatter, blurred, noisy photos on other backgrounds."
-import json, importlib.util, subprocess, sys
+import json, importlib.util, math, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
@@ -118,9 +118,13 @@ def test_the_refit_sweep_chooses_the_penalty_on_validation_images(fixture_data, 
     assert ('of the fits with no clean error' if eligible else 'every fit left a studio frame or validation image wrong') in out.stdout
     assert r['rows'][2]['weight_norm'] < r['rows'][1]['weight_norm']  # a larger penalty, smaller weights
     assert r['rows'][1]['weight_norm'] != r['rows'][4]['weight_norm']  # the studio share weighs the images differently: another layer
-    again = run('--wd', '1e-4', '--faulted', '1', '2', '--studio-share', '0.9', '--faulted-valid', '1', '--json', str(tmp_path/'again.json'))  # the same seed: the same draws, the same fits
+    again = run('--wd', '1e-4', '--faulted', '1', '2', '--studio-share', '0.9', '--faulted-valid', '1', '--from-zeros', '--json', str(tmp_path/'again.json'))  # the same seed: the same draws, the same fits
     assert again.returncode == 0, again.stderr
-    assert [row['criterion'] for row in json.loads((tmp_path/'again.json').read_text())['rows']] == [r['rows'][4]['criterion'], r['rows'][10]['criterion']]
+    rows = json.loads((tmp_path/'again.json').read_text())['rows']
+    assert [row['criterion'] for row in rows] == [r['rows'][4]['criterion'], r['rows'][10]['criterion']]
+    for row in rows:  # fitted again from zero weights: a solved fit gives the same layer whatever its start
+        assert row['from_zeros']['max_prob_diff'] < 1e-3 and math.isclose(row['from_zeros']['criterion'], row['criterion'], rel_tol=1e-3), row['from_zeros']
+    assert 'from zeros: mean' in again.stdout and 'from zeros' not in out.stdout
     for args, checkpoint, says in [(('--faulted-valid', '0'), ckpt, '--faulted-valid must be at least 1'),
                                    (('--faulted', '0'), ckpt, '--faulted takes counts of passes of 1 or more'),
                                    (('--studio-share', '1'), ckpt, '--studio-share takes shares between 0 and 1'),
