@@ -17,7 +17,7 @@ fine-tuning stage) and the refit against `--before-epochs` studio epochs (the 20
 besides its epochs (decoding the data, the final evaluation, MLflow logging), which the two-stage recipe pays twice.
 The loss and metrics of these epochs do not matter: only their time is measured.
 """
-import argparse, copy, inspect, json, statistics, time
+import argparse, copy, json, statistics, time
 import torch
 
 from fruit360.augment import FruitAugment
@@ -25,7 +25,7 @@ from fruit360.checkpoint import ARCHITECTURES, last_linear
 from fruit360.custom_cnn import CustomCNN
 from fruit360.data import find_data
 from fruit360.loaders import get_dls
-from fruit360.training import fruit_learner, refit_last_linear
+from fruit360.training import REFIT, fruit_learner, refit_last_linear
 
 RECIPES = {'studio': (ARCHITECTURES['custom_cnn'].added, 0.), 'robust': ({}, 0.5)}  # name -> (CustomCNN arguments, FruitAugment p_photo)
 
@@ -50,7 +50,7 @@ def main():
     p.add_argument('--rounds', type=int, default=3, help='timed epochs of each recipe, taking turns')
     p.add_argument('--epochs', type=int, default=33, help="robust recipe's epochs: 30, and 3 of fine-tuning")
     p.add_argument('--before-epochs', type=int, default=20, help="studio recipe's epochs")
-    p.add_argument('--refit-faulted', type=int, nargs='+', default=[inspect.signature(refit_last_linear).parameters['faulted'].default], help="faulted training passes of the timed refit (refit_last_linear's faulted), each count timed")
+    p.add_argument('--refit-faulted', type=int, nargs='+', default=[REFIT['faulted']], help="faulted training passes of the timed refit (refit_last_linear's faulted), each count timed")
     p.add_argument('--json', default=None, help='write the results here')
     a = p.parse_args()
     if a.rounds < 1: p.error('--rounds must be at least 1')

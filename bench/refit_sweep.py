@@ -26,7 +26,7 @@ up to a shift that changes no probability), so a fit solved to the end does not 
 `02b_training`). Each row records the loss the fit reached and the iterations it used; `--from-zeros` fits each again
 from zero weights and records its criterion and how far its validation probabilities are from the first fit's.
 """
-import argparse, inspect, json, math, time
+import argparse, json, math, time
 from pathlib import Path
 import numpy as np, torch
 import torch.nn.functional as F
@@ -38,7 +38,7 @@ from fruit360.checkpoint import last_linear, load_checkpoint
 from fruit360.data import find_data, twin_groups
 from fruit360.loaders import get_dls
 from fruit360.train import validation_digest
-from fruit360.training import fit_linear, linear_inputs, refit_inputs, refit_last_linear, view_weights
+from fruit360.training import REFIT, fit_linear, linear_inputs, refit_inputs, view_weights
 
 
 def training_batches(dls, dl):
@@ -74,9 +74,9 @@ def main():
     p.add_argument('--max-per-class', type=int, default=0, help='images per class and split (0: all, as the run was trained)')
     p.add_argument('--bs', type=int, default=64, help="batch size of the faulted training pass (fruit360 train's: 64)")
     p.add_argument('--wd', type=float, nargs='+', default=[0, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4], help='weight penalties to try')
-    p.add_argument('--faulted', type=int, nargs='+', default=[inspect.signature(refit_last_linear).parameters['faulted'].default], help="passes of the training loader the refit fits beside the images as they are (refit_last_linear's faulted), each count tried")
-    p.add_argument('--studio-share', type=float, nargs='+', default=[inspect.signature(refit_last_linear).parameters['studio_share'].default], help="the studio frames' share of the loss (refit_last_linear's studio_share), each tried")
-    p.add_argument('--steps', type=int, default=200, help='L-BFGS iterations at most')
+    p.add_argument('--faulted', type=int, nargs='+', default=[REFIT['faulted']], help="passes of the training loader the refit fits beside the images as they are (refit_last_linear's faulted), each count tried")
+    p.add_argument('--studio-share', type=float, nargs='+', default=[REFIT['studio_share']], help="the studio frames' share of the loss (refit_last_linear's studio_share), each tried")
+    p.add_argument('--steps', type=int, default=REFIT['steps'], help='L-BFGS iterations at most (refit_last_linear\'s steps)')
     p.add_argument('--faulted-valid', type=int, default=2, help='passes of the validation images with the photo faults')
     p.add_argument('--seed', type=int, default=0, help='seed of the augmentation draws')
     p.add_argument('--from-zeros', action='store_true', help='fit each also from zero weights: how much the result depends on where L-BFGS starts (a solved fit does not)')
@@ -135,6 +135,8 @@ def main():
     best = min(eligible or finite, key=lambda r: r['criterion'])
     print(f"lowest validation loss{' of the fits with no clean error' if eligible else ' (every fit left a studio frame or validation image wrong)'}: "
           f"faulted {best['faulted']}, share {best['studio_share']:.3g}, wd {best['wd']:g} (Test errors {best['test_errors']}, twins as one; not used to choose)")
+    print(f"to train with it: fruit360 train --refit-head --refit-faulted {best['faulted']} --refit-studio-share {best['studio_share']!r} "
+          f"--refit-wd {best['wd']!r} --refit-steps {a.steps}")
     if a.json: Path(a.json).write_text(json.dumps(dict(checkpoint=a.checkpoint, checkpoint_sha256=meta['file_sha256'], steps=a.steps, bs=a.bs,
                                                        seed=a.seed, rows=rows, eligible=len(eligible), best_wd=best['wd'], best_faulted=best['faulted'],
                                                        best_studio_share=best['studio_share']), indent=1))

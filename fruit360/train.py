@@ -17,14 +17,14 @@ from .loaders import FruitDataLoaders, get_dls
 from .tracking import check_tracking, tracking_uri, use_experiment
 from .checkpoint import ARCHITECTURES, _save_atomic, build_model, check_lineage, cpu_state, load_checkpoint, model_spec
 from .training import (LR, SCHEDULE, RESUME_FILE, History, ResumeState, evaluate, fit_fruit, fruit_learner, refit_last_linear,
-                               load_resume, read_resume_state, resolve_precision)
+                               REFIT, refit_settings, load_resume, read_resume_state, resolve_precision)
 from fastai.callback.core import Callback  # fastai is imported by fruit360.training, its warnings scoped there
 from fastai.torch_core import get_model, num_distrib, rank_distrib
 
 # %% auto #0
 __all__ = ['NEWER_SETTINGS', 'EPOCHS', 'plot_curves', 'most_confused', 'plot_confusion', 'MLflowMetrics', 'check_trainable',
-           'interrupted_run', 'check_resumable', 'validation_digest', 'train_model', 'start_from', 'check_same_data',
-           'train', 'results_table']
+           'interrupted_run', 'check_resumable', 'planned_refit', 'validation_digest', 'train_model', 'start_from',
+           'check_same_data', 'train', 'results_table']
 
 # %% ../nbs/02c_train.ipynb #23c08961
 def plot_curves(history:list[dict], title:str='') -> plt.Figure:
@@ -101,6 +101,7 @@ def interrupted_run(out, name:str) -> Path:
     return max(found, key=lambda d: (d/RESUME_FILE).stat().st_mtime)
 
 NEWER_SETTINGS = {'refit_head': False}  # settings newer than some resume states, and what a state without one was started with
+# (a state without the refit's own settings, `refit_*`, has none to compare: refused if it refits, as its defaults may have changed since)
 
 def check_resumable(recorded:dict, settings:dict, folder):
     "Refuse to continue the run in `folder`, started with the `recorded` settings, with other `settings`."
@@ -109,6 +110,12 @@ def check_resumable(recorded:dict, settings:dict, folder):
         raise ValueError(f"cannot resume the run in '{folder}' with other settings than it started with ("
                          + ', '.join(f'{k}: {recorded.get(k)!r}, now {settings.get(k)!r}' for k in diff)
                          + '): resume with the same options, or train afresh without --resume')
+
+def planned_refit(refit_head:bool, refit:dict|None) -> dict:
+    "The settings of the last layer refit a run will do (`refit_settings`: all of them, each checked), `{}` for a run without one."
+    if refit and not refit_head:
+        raise ValueError(f"refit settings ({', '.join(refit)}) without the refit: pass --refit-head (refit_head=True) too, or leave them out")
+    return refit_settings(**(refit or {})) if refit_head else {}
 
 # %% ../nbs/02c_train.ipynb #03b892bd
 def _save_plots(history:list[dict], test:dict, classes:list[str], name:str, plots:Path) -> list[Path]:
@@ -131,6 +138,7 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
                 patience:int|None=None, # stop when validation macro-F1 has not improved for this many epochs
                 studio_epochs:int=0, # the last epochs without photo faults (`StudioFinish`)
                 refit_head:bool=False, # then fit the last layer anew to the training images' features, the network frozen (`refit_last_linear`)
+                refit:dict|None=None, # with refit_head: the refit's settings other than its defaults (`refit_settings`)
                 init:dict|None=None, # where `model`'s weights came from, when not from scratch (`start_from`'s record)
                 resume:bool=False, # continue the latest interrupted run of `name` in `out` (same settings, same MLflow run)
                 cbs:list|None=None, # more callbacks for the fit
@@ -139,13 +147,14 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
     import mlflow
     check_trainable(dls)
     if not 0 <= studio_epochs <= epochs: raise ValueError(f'studio_epochs={studio_epochs}: choose from 0 to the {epochs} epochs')
+    refit = planned_refit(refit_head, refit)
     rank0, world = not rank_distrib(), max(1, num_distrib())  # under torchrun, only rank 0 tracks and writes
     if resume and world > 1: raise ValueError('--resume continues a run in one process: resume it without torchrun')
     if rank0: use_experiment(experiment)
     out, plots = Path(out), Path(plots)
     precision = resolve_precision(precision, dls.device)
     settings = {**(params or {}), 'model': name, 'epochs': epochs, 'lr': lr, 'schedule': schedule, 'patience': patience,
-                'studio_epochs': studio_epochs, 'refit_head': refit_head, 'bs': dls.bs,
+                'studio_epochs': studio_epochs, 'refit_head': refit_head, **{f'refit_{k}': v for k, v in refit.items()}, 'bs': dls.bs,
                 **{f'init_{k}': v for k, v in (init or {}).items() if k != 'checkpoint'},  # the file's name may change, not its digest
                 'n_classes': len(dls.vocab), 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'precision': precision,
                 'compile': compile, 'experiment': experiment, 'processes': world}  # what a resumed run must share with the run it continues
@@ -170,7 +179,7 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
             try:
                 history = fit_fruit(learn, epochs, lr, stage/ckpt_file, spec, schedule, early_stop=patience, resume=state, studio_epochs=studio_epochs,
                                     cbs=[MLflowMetrics(), ResumeState(stage, settings, before), *(cbs or [])])
-                head = refit_last_linear(learn) if refit_head else None  # the best epoch's network, its last layer fitted anew
+                head = refit_last_linear(learn, **refit) if refit_head else None  # the best epoch's network, its last layer fitted anew
             except torch.OutOfMemoryError: raise MemoryError(_oom_message(dls.bs)) from None
             wall = before + time.perf_counter() - start
             twins = dls.summary.twins
@@ -262,6 +271,10 @@ def train(model:str='custom_cnn', # custom_cnn or resnet18
           patience:int=None, # stop early when validation macro-F1 has not improved for this many epochs
           studio_epochs:int=0, # the last epochs without photo faults (`StudioFinish`)
           refit_head:store_true=False, # then fit the last layer anew to the training images' features (studio frames and passes with faults), the network frozen
+          refit_faulted:int=REFIT['faulted'], # with --refit-head: passes of the training images with photo faults it fits beside the studio frames
+          refit_studio_share:float=REFIT['studio_share'], # with --refit-head: the studio frames' share of its loss, between 0 and 1
+          refit_wd:float=REFIT['wd'], # with --refit-head: its L2 weight penalty
+          refit_steps:int=REFIT['steps'], # with --refit-head: its L-BFGS iterations at most
           init:str=None, # start from the weights of this fruit360 checkpoint (fine-tuning), not from scratch
           resume:store_true=False, # continue the latest interrupted run of this model in --out (same options, same MLflow run)
          ) -> dict:
@@ -271,6 +284,8 @@ def train(model:str='custom_cnn', # custom_cnn or resnet18
     if model not in EPOCHS: raise ValueError(f"unknown model '{model}': choose one of {', '.join(EPOCHS)}")
     check_tracking(tracking_uri())  # an unreachable tracking server is reported before the data is even read
     if resume: interrupted_run(out, model)  # and nothing to resume too
+    refit = {k: v for k, v in dict(faulted=refit_faulted, studio_share=refit_studio_share, wd=refit_wd, steps=refit_steps).items() if v != REFIT[k]}
+    planned_refit(refit_head, refit)  # and bad refit settings, before an hour of training
     if init and weights: raise ValueError('--weights starts a resnet18 from ImageNet weights, --init from a checkpoint: pass one of them')
     if init: net, spec, classes, origin = start_from(init, model, out, seed)  # a bad checkpoint is reported before the data is read, too
     set_seed(seed, reproducible=True)
@@ -282,7 +297,7 @@ def train(model:str='custom_cnn', # custom_cnn or resnet18
     compile = dls.device.type == 'cuda' if compile is None else compile
     results = train_model(model, spec, dls, epochs or EPOCHS[model], lr, out, plots, precision, compile, experiment,
                           params=dict(seed=seed, max_per_class=max_per_class, data=str(dls.summary.path), **extra),
-                          model=net, schedule=schedule, patience=patience, resume=resume, studio_epochs=studio_epochs, refit_head=refit_head, init=origin)
+                          model=net, schedule=schedule, patience=patience, resume=resume, studio_epochs=studio_epochs, refit_head=refit_head, refit=refit, init=origin)
     if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
     if not rank_distrib(): print(results_table(results))
     return results

@@ -6,7 +6,7 @@ Docs: https://fruit360.github.io/fruit360/training.html.md"""
 
 # %% ../nbs/02b_training.ipynb #9af4b0c9
 from __future__ import annotations
-import io, logging, time, types, warnings
+import io, logging, math, time, types, warnings
 from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from pathlib import Path
 import numpy as np, torch
@@ -31,11 +31,12 @@ from .augment import FruitAugment
 from .checkpoint import MAX_CHECKPOINT_BYTES, MAX_RESULTS_BYTES, _save_atomic, last_linear, save_checkpoint
 
 # %% auto #0
-__all__ = ['LR', 'SCHEDULE', 'RESUME_FILE', 'MAX_STATE_BYTES', 'quiet', 'TorchMetric', 'fruit_metrics', 'classification_metrics',
-           'BestCheckpoint', 'bf16_supported', 'resolve_precision', 'BF16', 'leave_autocast', 'Throughput',
-           'PlainTensors', 'ProgressBar', 'History', 'fused_adam', 'PlateauLR', 'random_states', 'set_states',
-           'ResumeState', 'Replay', 'read_resume_state', 'load_resume', 'StudioFinish', 'distributed', 'fruit_learner',
-           'fit_fruit', 'evaluate', 'linear_inputs', 'fit_linear', 'refit_inputs', 'view_weights', 'refit_last_linear']
+__all__ = ['LR', 'SCHEDULE', 'RESUME_FILE', 'MAX_STATE_BYTES', 'REFIT', 'MAX_FAULTED', 'MAX_STEPS', 'quiet', 'TorchMetric',
+           'fruit_metrics', 'classification_metrics', 'BestCheckpoint', 'bf16_supported', 'resolve_precision', 'BF16',
+           'leave_autocast', 'Throughput', 'PlainTensors', 'ProgressBar', 'History', 'fused_adam', 'PlateauLR',
+           'random_states', 'set_states', 'ResumeState', 'Replay', 'read_resume_state', 'load_resume', 'StudioFinish',
+           'distributed', 'fruit_learner', 'fit_fruit', 'evaluate', 'linear_inputs', 'fit_linear', 'refit_inputs',
+           'view_weights', 'refit_last_linear', 'refit_settings']
 
 # %% ../nbs/02b_training.ipynb #9a1c0de2
 @contextmanager
@@ -431,14 +432,16 @@ def view_weights(views:list, studio_share:float) -> torch.Tensor:
         raise ValueError(f'view_weights: needs studio frames ({studio}), faulted images ({faulted}) and a share between 0 and 1, not {studio_share}')
     return torch.cat([torch.full((studio,), studio_share / studio), torch.full((faulted,), (1 - studio_share) / faulted)])
 
+REFIT = dict(faulted=2, studio_share=1/2, wd=3e-6, steps=200)  # the refit's default settings, each chosen below
+
 def refit_last_linear(learn:Learner,
-                      faulted:int=2, # passes of the training loader (augmentation and photo faults on) beside the studio frames
-                      studio_share:float=1/2, # the studio frames' share of the loss, the faulted passes' the rest (with faulted=0, all of it)
-                      wd:float=3e-6, # L2 penalty: `wd` times the sum of the squared weights, added to the mean cross-entropy
-                      steps:int=200, # L-BFGS iterations at most
+                      faulted:int=REFIT['faulted'], # passes of the training loader (augmentation and photo faults on) beside the studio frames
+                      studio_share:float=REFIT['studio_share'], # the studio frames' share of the loss, the faulted passes' the rest (with faulted=0, all of it)
+                      wd:float=REFIT['wd'], # L2 penalty: `wd` times the sum of the squared weights, added to the mean cross-entropy
+                      steps:int=REFIT['steps'], # L-BFGS iterations at most
                      ) -> dict:
     "Fit the last `Linear` of `learn.model` anew to the frozen network's features of the training images; return what the fit did."
-    if faulted and not 0 < studio_share < 1: raise ValueError(f'refit_last_linear: studio_share {studio_share} must lie between 0 and 1 (both excluded)')
+    refit_settings(faulted=faulted, studio_share=studio_share, wd=wd, steps=steps)  # each one checked before the features are computed
     start, model, dls = time.perf_counter(), get_model(learn.model), learn.dls
     views = refit_inputs(model, dls, faulted)
     x, y = map(torch.cat, zip(*views))
@@ -451,4 +454,21 @@ def refit_last_linear(learn:Learner,
             for p in layer: torch.distributed.broadcast(p.data, 0)
     return dict(images=len(y), studio=len(dls.train_ds), faulted=faulted, studio_share=studio_share if faulted else 1.0, wd=wd, steps=steps, **figures,
                 seconds=round(time.perf_counter() - start, 1))
+
+MAX_FAULTED, MAX_STEPS = 10, 10_000  # the most faulted passes (a training pass of features each) and L-BFGS iterations a refit may take
+
+def refit_settings(**given) -> dict:
+    "All of `refit_last_linear`'s settings (the defaults, `REFIT`, replaced by those `given`), each checked: `ValueError` for an unknown name or a value it cannot fit with."
+    if unknown := sorted(given.keys() - REFIT.keys()):
+        raise ValueError(f"refit: unknown setting {', '.join(map(repr, unknown))}: the settings are {', '.join(REFIT)}")
+    s = {**REFIT, **given}
+    whole = lambda v, lo, hi: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    for ok, why in ((whole(s['faulted'], 0, MAX_FAULTED), f"faulted {s['faulted']!r} must be a whole number of passes from 0 to {MAX_FAULTED}"),
+                    (number(share := s['studio_share']) and (0 < share < 1 or (share == 1 and s['faulted'] == 0)),
+                     f"studio_share {share!r} must lie between 0 and 1 (both excluded: the faulted passes weigh the rest; 1 with no faulted pass)"),
+                    (number(s['wd']) and s['wd'] >= 0, f"wd {s['wd']!r} must be a finite penalty of 0 or more"),
+                    (whole(s['steps'], 1, MAX_STEPS), f"steps {s['steps']!r} must be a whole number of iterations from 1 to {MAX_STEPS:,}")):
+        if not ok: raise ValueError(f'refit: {why}')
+    return s
 

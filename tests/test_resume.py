@@ -77,3 +77,15 @@ def test_resume_with_nothing_to_resume_says_so_in_one_line(tmp_path):
     r = run([str(BIN/'fruit360'), 'train', '--resume', '--out', str(tmp_path/'out')], store(tmp_path))
     assert r.returncode == 1
     assert r.stderr == f"fruit360 train: error: nothing to resume: no interrupted custom_cnn run in '{tmp_path/'out'}' (train without --resume to start one)\n"
+
+
+def test_refit_settings_are_checked_before_anything_is_read_or_trained(tmp_path):
+    "A refit setting without `--refit-head`, or one the refit cannot use, is refused in one line before the data is read (here there is none)."
+    cmd = [str(BIN/'fruit360'), 'train', '--data', str(tmp_path/'no data'), '--out', str(tmp_path/'out')]
+    alone = run([*cmd, '--refit-wd', '1e-3'], store(tmp_path))
+    assert alone.returncode == 1 and alone.stderr == ('fruit360 train: error: refit settings (wd) without the refit: '
+                                                      'pass --refit-head (refit_head=True) too, or leave them out\n'), alone.stderr
+    bad = run([*cmd, '--refit-head', '--refit-studio-share', '1'], store(tmp_path))
+    assert bad.returncode == 1 and bad.stderr.count('\n') == 1, bad.stderr
+    assert 'refit: studio_share 1.0 must lie between 0 and 1' in bad.stderr
+    assert not (tmp_path/'out').exists()

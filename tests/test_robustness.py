@@ -115,6 +115,13 @@ def test_the_refit_sweep_chooses_the_penalty_on_validation_images(fixture_data, 
     best = min(eligible or r['rows'], key=lambda row: row['criterion'])
     assert r['eligible'] == len(eligible) and (r['best_faulted'], r['best_studio_share'], r['best_wd']) == (best['faulted'], best['studio_share'], best['wd'])
     assert f"faulted {best['faulted']}, share {best['studio_share']:.3g}, wd {best['wd']:g}" in out.stdout
+    flags = f"--refit-faulted {best['faulted']} --refit-studio-share {best['studio_share']!r} --refit-wd {best['wd']!r} --refit-steps"
+    assert f"to train with it: fruit360 train --refit-head {flags}" in out.stdout  # the choice, as flags of the command that trains with it
+    from fastcore.script import anno_parser
+    from fruit360.train import train
+    command = out.stdout.split('to train with it: fruit360 train ')[1].split('\n')[0].split()
+    parsed = anno_parser(getattr(train, '__wrapped__', train)).parse_args(command)  # `fruit360 train`'s own parser reads the same numbers back
+    assert (parsed.refit_head, parsed.refit_faulted, parsed.refit_studio_share, parsed.refit_wd) == (True, best['faulted'], best['studio_share'], best['wd'])
     assert ('of the fits with no clean error' if eligible else 'every fit left a studio frame or validation image wrong') in out.stdout
     assert r['rows'][2]['weight_norm'] < r['rows'][1]['weight_norm']  # a larger penalty, smaller weights
     assert r['rows'][1]['weight_norm'] != r['rows'][4]['weight_norm']  # the studio share weighs the images differently: another layer
