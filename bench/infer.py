@@ -1,13 +1,16 @@
 """Inference speed on this machine: predict on one image, predict_batch, ONNX Runtime vs PyTorch, the CLI.
 
-    python bench/infer.py [--image PATH] [--checkpoint models_artifacts/custom_cnn.pth]
+    python bench/infer.py [--image PATH] [--checkpoint models_artifacts/custom_cnn.pth] [--against OTHER.onnx]
 
 Prints, in one run:
 - `predict` on one 100x100 image file: p50 and p99 latency (decoding included);
 - `predict_batch` images/s over 512 image files (decoding included), beside the same with the PyTorch model;
 - the model alone, ONNX Runtime vs PyTorch eager (`ProbabilityModel` of the checkpoint), batch 1 latency and
   batch 64 images/s, on the same uint8 input;
-- the whole-process time of `fruit360 predict IMAGE` (median of 10 runs).
+- the whole-process time of `fruit360 predict IMAGE` (median of 10 runs);
+- with `--against`, `predict` p50 with the shipped model and with another exported one (an earlier model, say, from
+  `git show REV:fruit360/models/default.onnx`), 5 rounds of 200 calls each in turns, and their ratio: what the model
+  changes, on cores whose speed drifts.
 """
 import argparse, statistics, subprocess, sys, time
 from pathlib import Path
@@ -60,6 +63,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--image', default=None, help='a 100x100 image (default: one drawn here)')
     p.add_argument('--checkpoint', default='models_artifacts/custom_cnn.pth')
+    p.add_argument('--against', default=None, help="another exported model (.onnx) whose predict is timed in turns with the shipped one's")
     a = p.parse_args()
     t0 = time.perf_counter()
     from fruit360.infer import get_model, predict, predict_batch
@@ -93,6 +97,14 @@ def main():
     for _ in range(10):
         s = time.perf_counter(); subprocess.run([cli, 'predict', image], check=True, capture_output=True); runs.append(time.perf_counter() - s)
     print(f'fruit360 predict IMAGE (whole process): median {statistics.median(runs):.3f} s, min {min(runs):.3f} s')
+
+    if a.against:
+        models = {'shipped': get_model(), a.against: get_model(a.against)}
+        p50s = {k: [] for k in models}
+        for _ in range(5):  # in turns: a drift of the machine's speed slows both alike
+            for k, m in models.items(): p50s[k].append(percentiles(lambda: predict(image, m), 200)[0])
+        mine, theirs = (statistics.median(v) for v in p50s.values())
+        print(f'predict p50, 5 rounds in turns: shipped {mine:.2f} ms, {a.against} {theirs:.2f} ms: {mine / theirs:.2f}x')
 
 
 if __name__ == '__main__': main()

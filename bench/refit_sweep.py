@@ -10,8 +10,9 @@ The validation split is the checkpoint's own (its run's seed and share, and the 
 checked), so nothing is chosen on images the network trained on. The features of the checkpoint's network are computed
 once: what the refit fits (the training images as they are, then passes of the training loader with the faults, as
 many as the largest `--faulted`; a count k uses the first k passes), the validation images as they are and
-`--faulted-valid` passes of them through the training's batch augmentation (drawn after the training passes, so the
-draws depend on the largest `--faulted`: compare rows of one run), and the Test images. For each count of
+`--faulted-valid` passes of them through the training's batch augmentation (seeded on their own, so the same whatever
+`--faulted`; until 2026-12-04 they were drawn after the training passes, and the sweeps recorded before then compare
+only rows of one run), and the Test images. For each count of
 passes, each studio share (the studio frames' part of the loss, the faulted passes' the rest: `view_weights`) and each
 penalty the layer is then fitted (`fit_linear`, `--steps` L-BFGS iterations, from the checkpoint's last layer) and
 scored. The loss is the mean negative log-probability of the right class, twin classes (byte-identical images) as one:
@@ -26,7 +27,7 @@ up to a shift that changes no probability), so a fit solved to the end does not 
 `02b_training`). Each row records the loss the fit reached and the iterations it used; `--from-zeros` fits each again
 from zero weights and records its criterion and how far its validation probabilities are from the first fit's.
 """
-import argparse, json, math, time
+import argparse, json, math, time, zlib
 from pathlib import Path
 import numpy as np, torch
 import torch.nn.functional as F
@@ -106,6 +107,7 @@ def main():
     fitted = refit_inputs(model, dls, max(a.faulted))  # what the refit fits, view by view, with the most passes asked for
     studio, n_fitted = len(fitted[0][1]), sum(len(v[1]) for v in fitted)
     views = {'valid': linear_inputs(model, valid), 'test': linear_inputs(model, dls.test)}
+    set_seed(zlib.crc32(b'faulted validation %d' % a.seed))  # their own draws: the same whatever --faulted, and unlike any --seed's training draws (since 2026-12-04)
     faulted = [linear_inputs(model, training_batches(dls, valid)) for _ in range(a.faulted_valid)]
     print(f'features of {n_fitted:,} training ({studio:,} as they are, {max(a.faulted)} faulted passes), {len(views["valid"][1]):,} validation ({a.faulted_valid} faulted passes besides) and '
           f'{len(views["test"][1]):,} Test images: {time.perf_counter() - start:.0f} s', flush=True)

@@ -132,6 +132,9 @@ def test_the_refit_sweep_chooses_the_penalty_on_validation_images(fixture_data, 
     for row in rows:  # fitted again from zero weights: a solved fit gives the same layer whatever its start
         assert row['from_zeros']['max_prob_diff'] < 1e-3 and math.isclose(row['from_zeros']['criterion'], row['criterion'], rel_tol=1e-3), row['from_zeros']
     assert 'from zeros: mean' in again.stdout and 'from zeros' not in out.stdout
+    alone = run('--wd', '1e-4', '--faulted', '1', '--studio-share', '0.9', '--faulted-valid', '1', '--json', str(tmp_path/'alone.json'))
+    assert alone.returncode == 0, alone.stderr  # one pass only: the same first pass, and the same faulted validation draws whatever --faulted
+    assert [row['criterion'] for row in json.loads((tmp_path/'alone.json').read_text())['rows']] == [r['rows'][4]['criterion']]
     for args, checkpoint, says in [(('--faulted-valid', '0'), ckpt, '--faulted-valid must be at least 1'),
                                    (('--faulted', '0'), ckpt, '--faulted takes counts of passes of 1 or more'),
                                    (('--studio-share', '1'), ckpt, '--studio-share takes shares between 0 and 1'),
