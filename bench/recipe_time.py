@@ -25,7 +25,7 @@ from fruit360.checkpoint import ARCHITECTURES, last_linear
 from fruit360.custom_cnn import CustomCNN
 from fruit360.data import find_data
 from fruit360.loaders import get_dls
-from fruit360.training import REFIT, fruit_learner, refit_last_linear
+from fruit360.training import REFIT, fruit_learner, refit_last_linear, refit_settings
 
 RECIPES = {'studio': (ARCHITECTURES['custom_cnn'].added, 0.), 'robust': ({}, 0.5)}  # name -> (CustomCNN arguments, FruitAugment p_photo)
 
@@ -55,6 +55,9 @@ def main():
     a = p.parse_args()
     if a.rounds < 1: p.error('--rounds must be at least 1')
     if min(a.refit_faulted) < 1: p.error('--refit-faulted takes counts of passes of 1 or more')
+    try:
+        for k in a.refit_faulted: refit_settings(faulted=k)  # what the refit would refuse after the timed rounds, refused now
+    except ValueError as e: p.error(f'--refit-faulted: {e}')
     dls = get_dls(find_data(a.data), bs=64, max_per_class=a.max_per_class or None, device='cpu')  # the CPU's training time, even beside a GPU
     learners = {k: fruit_learner(dls, CustomCNN(len(dls.vocab), **kw)) for k, (kw, _) in RECIPES.items()}
     print(f'{len(dls.train_ds):,} training and {len(dls.valid_ds):,} validation images, {torch.get_num_threads()} threads', flush=True)

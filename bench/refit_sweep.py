@@ -39,7 +39,7 @@ from fruit360.checkpoint import last_linear, load_checkpoint
 from fruit360.data import find_data, twin_groups
 from fruit360.loaders import get_dls
 from fruit360.train import validation_digest
-from fruit360.training import REFIT, fit_linear, linear_inputs, refit_inputs, view_weights
+from fruit360.training import REFIT, fit_linear, linear_inputs, refit_inputs, refit_settings, view_weights
 
 
 def training_batches(dls, dl):
@@ -88,6 +88,9 @@ def main():
     if not all(math.isfinite(w) and w >= 0 for w in a.wd): p.error('--wd takes penalties of 0 or more')
     if min(a.faulted) < 1: p.error('--faulted takes counts of passes of 1 or more')
     if not all(0 < s < 1 for s in a.studio_share): p.error('--studio-share takes shares between 0 and 1 (both excluded)')
+    try:  # each setting one `fruit360 train` takes, so the flags printed at the end train with the choice
+        for k, share, wd in [(k, share, wd) for k in a.faulted for share in a.studio_share for wd in a.wd]: refit_settings(faulted=k, studio_share=share, wd=wd, steps=a.steps)
+    except ValueError as e: p.error(str(e))
     if a.json and not Path(a.json).resolve().parent.is_dir(): p.error(f"--json {a.json}: its folder does not exist")
     try: model, meta = load_checkpoint(a.checkpoint)
     except (ValueError, FileNotFoundError) as e: p.error(str(e))

@@ -6,7 +6,7 @@ Docs: https://fruit360.github.io/fruit360/training.html.md"""
 
 # %% ../nbs/02b_training.ipynb #9af4b0c9
 from __future__ import annotations
-import io, logging, math, time, types, warnings
+import io, logging, math, numbers, time, types, warnings
 from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from pathlib import Path
 import numpy as np, torch
@@ -36,7 +36,7 @@ __all__ = ['LR', 'SCHEDULE', 'RESUME_FILE', 'MAX_STATE_BYTES', 'REFIT', 'MAX_FAU
            'leave_autocast', 'Throughput', 'PlainTensors', 'ProgressBar', 'History', 'fused_adam', 'PlateauLR',
            'random_states', 'set_states', 'ResumeState', 'Replay', 'read_resume_state', 'load_resume', 'StudioFinish',
            'distributed', 'fruit_learner', 'fit_fruit', 'evaluate', 'linear_inputs', 'fit_linear', 'refit_inputs',
-           'view_weights', 'refit_last_linear', 'refit_settings']
+           'view_weights', 'refit_settings', 'refit_last_linear']
 
 # %% ../nbs/02b_training.ipynb #9a1c0de2
 @contextmanager
@@ -433,6 +433,24 @@ def view_weights(views:list, studio_share:float) -> torch.Tensor:
     return torch.cat([torch.full((studio,), studio_share / studio), torch.full((faulted,), (1 - studio_share) / faulted)])
 
 REFIT = dict(faulted=2, studio_share=1/2, wd=3e-6, steps=200)  # the refit's default settings, each chosen below
+MAX_FAULTED, MAX_STEPS = 10, 10_000  # the most faulted passes (a training pass of features each) and L-BFGS iterations a refit may take
+
+def refit_settings(**given) -> dict:
+    "All of `refit_last_linear`'s settings (the defaults, `REFIT`, replaced by those `given`), each checked and as plain `int` or `float`: `ValueError` for an unknown name or a value it cannot fit with."
+    if unknown := sorted(given.keys() - REFIT.keys()):
+        raise ValueError(f"refit: unknown setting {', '.join(map(repr, unknown))}: the settings are {', '.join(REFIT)}")
+    s = {**REFIT, **given}
+    whole = lambda v, lo, hi: isinstance(v, numbers.Integral) and not isinstance(v, bool) and lo <= v <= hi
+    number = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    faulted, share = s['faulted'], s['studio_share']
+    for ok, why in ((whole(faulted, 0, MAX_FAULTED), f"faulted {faulted!r} must be a whole number of passes from 0 to {MAX_FAULTED}"),
+                    (number(share) and (0 < share < 1 or (share == 1 and faulted == 0)),
+                     f"studio_share {share!r} must lie between 0 and 1 (both excluded: the faulted passes weigh the rest; 1 with no faulted pass)"),
+                    (number(s['wd']) and s['wd'] >= 0, f"wd {s['wd']!r} must be a finite penalty of 0 or more"),
+                    (whole(s['steps'], 1, MAX_STEPS), f"steps {s['steps']!r} must be a whole number of iterations from 1 to {MAX_STEPS:,}")):
+        if not ok: raise ValueError(f'refit: {why}')
+    # plain numbers (a NumPy scalar would make a resume state unreadable), and the share the fit uses: with no faulted pass, all of it
+    return dict(faulted=int(faulted), studio_share=float(share) if faulted else 1.0, wd=float(s['wd']), steps=int(s['steps']))
 
 def refit_last_linear(learn:Learner,
                       faulted:int=REFIT['faulted'], # passes of the training loader (augmentation and photo faults on) beside the studio frames
@@ -441,34 +459,16 @@ def refit_last_linear(learn:Learner,
                       steps:int=REFIT['steps'], # L-BFGS iterations at most
                      ) -> dict:
     "Fit the last `Linear` of `learn.model` anew to the frozen network's features of the training images; return what the fit did."
-    refit_settings(faulted=faulted, studio_share=studio_share, wd=wd, steps=steps)  # each one checked before the features are computed
+    s = refit_settings(faulted=faulted, studio_share=studio_share, wd=wd, steps=steps)  # each one checked before the features are computed
     start, model, dls = time.perf_counter(), get_model(learn.model), learn.dls
-    views = refit_inputs(model, dls, faulted)
+    views = refit_inputs(model, dls, s['faulted'])
     x, y = map(torch.cat, zip(*views))
     linear = model.get_submodule(last_linear(model))
     layer = [p for p in (linear.weight, linear.bias) if p is not None]  # the weights first (the penalty's), a bias if it has one
-    fitted, figures = fit_linear(x, y, layer, wd, steps, view_weights(views, studio_share) if faulted else None)
+    fitted, figures = fit_linear(x, y, layer, s['wd'], s['steps'], view_weights(views, s['studio_share']) if s['faulted'] else None)
     with torch.no_grad():
         for p, new in zip(layer, fitted): p.copy_(new)
         if torch.distributed.is_available() and torch.distributed.is_initialized():  # every process the same layer: rank 0's
             for p in layer: torch.distributed.broadcast(p.data, 0)
-    return dict(images=len(y), studio=len(dls.train_ds), faulted=faulted, studio_share=studio_share if faulted else 1.0, wd=wd, steps=steps, **figures,
-                seconds=round(time.perf_counter() - start, 1))
-
-MAX_FAULTED, MAX_STEPS = 10, 10_000  # the most faulted passes (a training pass of features each) and L-BFGS iterations a refit may take
-
-def refit_settings(**given) -> dict:
-    "All of `refit_last_linear`'s settings (the defaults, `REFIT`, replaced by those `given`), each checked: `ValueError` for an unknown name or a value it cannot fit with."
-    if unknown := sorted(given.keys() - REFIT.keys()):
-        raise ValueError(f"refit: unknown setting {', '.join(map(repr, unknown))}: the settings are {', '.join(REFIT)}")
-    s = {**REFIT, **given}
-    whole = lambda v, lo, hi: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
-    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    for ok, why in ((whole(s['faulted'], 0, MAX_FAULTED), f"faulted {s['faulted']!r} must be a whole number of passes from 0 to {MAX_FAULTED}"),
-                    (number(share := s['studio_share']) and (0 < share < 1 or (share == 1 and s['faulted'] == 0)),
-                     f"studio_share {share!r} must lie between 0 and 1 (both excluded: the faulted passes weigh the rest; 1 with no faulted pass)"),
-                    (number(s['wd']) and s['wd'] >= 0, f"wd {s['wd']!r} must be a finite penalty of 0 or more"),
-                    (whole(s['steps'], 1, MAX_STEPS), f"steps {s['steps']!r} must be a whole number of iterations from 1 to {MAX_STEPS:,}")):
-        if not ok: raise ValueError(f'refit: {why}')
-    return s
+    return dict(images=len(y), studio=len(dls.train_ds), **s, **figures, seconds=round(time.perf_counter() - start, 1))
 

@@ -118,10 +118,11 @@ def test_the_refit_sweep_chooses_the_penalty_on_validation_images(fixture_data, 
     flags = f"--refit-faulted {best['faulted']} --refit-studio-share {best['studio_share']!r} --refit-wd {best['wd']!r} --refit-steps"
     assert f"to train with it: fruit360 train --refit-head {flags}" in out.stdout  # the choice, as flags of the command that trains with it
     from fastcore.script import anno_parser
-    from fruit360.train import train
+    from fruit360.train import train, planned_refit
     command = out.stdout.split('to train with it: fruit360 train ')[1].split('\n')[0].split()
     parsed = anno_parser(getattr(train, '__wrapped__', train)).parse_args(command)  # `fruit360 train`'s own parser reads the same numbers back
-    assert (parsed.refit_head, parsed.refit_faulted, parsed.refit_studio_share, parsed.refit_wd) == (True, best['faulted'], best['studio_share'], best['wd'])
+    chosen = dict(faulted=parsed.refit_faulted, studio_share=parsed.refit_studio_share, wd=parsed.refit_wd, steps=parsed.refit_steps)
+    assert parsed.refit_head and planned_refit(True, chosen) == dict(faulted=best['faulted'], studio_share=best['studio_share'], wd=best['wd'], steps=r['steps'])
     assert ('of the fits with no clean error' if eligible else 'every fit left a studio frame or validation image wrong') in out.stdout
     assert r['rows'][2]['weight_norm'] < r['rows'][1]['weight_norm']  # a larger penalty, smaller weights
     assert r['rows'][1]['weight_norm'] != r['rows'][4]['weight_norm']  # the studio share weighs the images differently: another layer
@@ -139,6 +140,7 @@ def test_the_refit_sweep_chooses_the_penalty_on_validation_images(fixture_data, 
                                    (('--faulted', '0'), ckpt, '--faulted takes counts of passes of 1 or more'),
                                    (('--studio-share', '1'), ckpt, '--studio-share takes shares between 0 and 1'),
                                    (('--wd', '-1'), ckpt, '--wd takes penalties of 0 or more'),
+                                   (('--steps', '20000'), ckpt, 'refit: steps 20000 must be a whole number of iterations from 1 to 10,000'),
                                    ((), shuffled, 'was trained on other classes')]:
         bad = run(*args, checkpoint=checkpoint)
         assert bad.returncode != 0 and says in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr
