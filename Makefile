@@ -13,6 +13,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps imagecorruptions==1.1.2  # ImageNet-C's code (bench/imagenet_c.py); its metadata asks for the desktop OpenCV
 	touch $@
 
 install: $(VENV)/.installed

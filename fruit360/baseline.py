@@ -6,15 +6,17 @@ Docs: https://fruit360.github.io/fruit360/baseline.html.md"""
 
 # %% ../nbs/01_baseline.ipynb #c48e0732
 from __future__ import annotations
+import io, warnings
 from pathlib import Path
 import torch, torch.nn as nn
 from torchvision.models import resnet18, ResNet18_Weights
 
 # %% auto #0
-__all__ = ['IMAGENET_WEIGHTS', 'resnet18_weights_file', 'imagenet_resnet18', 'resnet18_baseline']
+__all__ = ['IMAGENET_WEIGHTS', 'MAX_WEIGHTS_BYTES', 'resnet18_weights_file', 'imagenet_resnet18', 'resnet18_baseline']
 
 # %% ../nbs/01_baseline.ipynb #2887168d
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
+MAX_WEIGHTS_BYTES = 200 * 2**20  # a --weights file over this is refused unread (ResNet18's ImageNet weights are 45 MB)
 
 def resnet18_weights_file() -> Path:
     "Where torchvision's cache keeps the ImageNet weights of ResNet18."
@@ -24,9 +26,18 @@ def resnet18_weights_file() -> Path:
 def imagenet_resnet18(weights_path=None) -> nn.Module:
     "ResNet18 with ImageNet weights, from `weights_path` or torchvision's weights API and cache."
     if weights_path is not None:
-        if not Path(weights_path).is_file(): raise FileNotFoundError(f"ResNet18 weights file '{weights_path}' does not exist")
-        model = resnet18(weights=None)
-        model.load_state_dict(torch.load(weights_path, map_location='cpu', weights_only=True))
+        path, model = Path(weights_path), resnet18(weights=None)
+        if not path.is_file(): raise FileNotFoundError(f"ResNet18 weights file '{path}' does not exist")
+        with open(path, 'rb') as f: data = f.read(MAX_WEIGHTS_BYTES + 1)  # bounded, whatever the file's size says
+        if len(data) > MAX_WEIGHTS_BYTES:
+            raise ValueError(f"ResNet18 weights file '{path}' has more than {MAX_WEIGHTS_BYTES / 2**20:.0f} MB, more than ResNet18's weights may")
+        try:
+            with warnings.catch_warnings():  # torch's warnings about a foreign pickle: the error below says it in one line
+                warnings.simplefilter('ignore')
+                model.load_state_dict(torch.load(io.BytesIO(data), map_location='cpu', weights_only=True))  # tensors only: no code runs from the file
+        except Exception as e:  # pickle's, torch's and load_state_dict's errors alike: the file is not what it should be
+            raise ValueError(f"ResNet18 weights file '{path}' is not a ResNet18 state dict ({e.__class__.__name__}): "
+                             f"pass torchvision's {Path(IMAGENET_WEIGHTS.url).name}") from None
         return model
     try: return resnet18(weights=IMAGENET_WEIGHTS)
     except (OSError, RuntimeError) as e:  # no cached copy, and the download failed

@@ -6,7 +6,7 @@ Docs: https://fruit360.github.io/fruit360/checkpoint.html.md"""
 
 # %% ../nbs/02a_checkpoint.ipynb #597e0d43
 from __future__ import annotations
-import copy, datetime, hashlib, inspect, io, json, math, os, re
+import copy, datetime, hashlib, inspect, io, json, math, os, re, warnings
 from pathlib import Path
 from typing import Callable, NamedTuple
 import torch
@@ -99,7 +99,10 @@ def _read_checkpoint(path:Path) -> tuple[object, str]:
     if (size := path.stat().st_size) > MAX_CHECKPOINT_BYTES: raise too_big(size)
     with open(path, 'rb') as f: data = f.read(MAX_CHECKPOINT_BYTES + 1)  # bounded even if the file grew since
     if len(data) > MAX_CHECKPOINT_BYTES: raise too_big(len(data))
-    try: return torch.load(io.BytesIO(data), map_location='cpu', weights_only=True), hashlib.sha256(data).hexdigest()
+    try:
+        with warnings.catch_warnings():  # torch's warnings about a foreign pickle: the refusal says it in one line
+            warnings.simplefilter('ignore')
+            return torch.load(io.BytesIO(data), map_location='cpu', weights_only=True), hashlib.sha256(data).hexdigest()
     except Exception as e:  # unpickling, zip, EOF and runtime errors, among others
         raise _refused(path, f'is not a readable PyTorch checkpoint ({e.__class__.__name__})') from None
 
@@ -112,6 +115,8 @@ def _check_contents(path:Path, ckpt) -> dict:
         raise _refused(path, 'has no list of distinct class names')
     if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
         raise _refused(path, 'has no state dict of named tensors')
+    if (bad := next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)) is not None:
+        raise _refused(path, f'has weights that are not finite numbers ({bad[:80]!r}: NaN or infinite, as a diverged training leaves them)')
     if not isinstance(ckpt.get('results', {}), dict): raise _refused(path, 'has results that are not a dict')
     try: spec = check_spec(ckpt['spec'])
     except ValueError as e: raise _refused(path, f'has an unusable model spec ({e})') from None

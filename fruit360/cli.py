@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib, sys
 from contextlib import nullcontext
 from fastcore.script import parse_cli
-from .images import compiler_cache
+from .images import _printable, compiler_cache
 
 # %% auto #0
 __all__ = ['COMMANDS', 'USES_TORCH', 'usage', 'error_message', 'main']
@@ -33,8 +33,8 @@ def usage() -> str:
         f'  {name:<9} {doc}' for name, (_, _, doc) in COMMANDS.items()) + '\n\nfruit360 COMMAND --help shows its options.'
 
 def error_message(e:BaseException) -> str:
-    "What `e` says went wrong, or what kind of error it is when it says nothing."
-    return str(e).strip() or {MemoryError: 'out of memory'}.get(type(e), f'{type(e).__name__} (no details given)')
+    "What `e` says went wrong (on one line: a name with a newline in it is escaped), or what kind of error it is when it says nothing."
+    return _printable(str(e).strip()) or {MemoryError: 'out of memory'}.get(type(e), f'{type(e).__name__} (no details given)')
 
 def main(argv:list[str]|None=None):
     "Entry point of the `fruit360` command: run the subcommand named by the first argument."

@@ -7,10 +7,10 @@ Docs: https://fruit360.github.io/fruit360/custom_cnn.html.md"""
 # %% ../nbs/02_custom_cnn.ipynb #d33e324c
 from __future__ import annotations
 import torch, torch.nn as nn
-from .images import STATS
+from .images import IMG_SIZE, STATS
 
 # %% auto #0
-__all__ = ['STANDARDIZE', 'standardize_images', 'conv_block', 'CustomCNN']
+__all__ = ['STANDARDIZE', 'MAX_BLOCKS', 'MAX_CHANNELS', 'standardize_images', 'conv_block', 'CustomCNN']
 
 # %% ../nbs/02_custom_cnn.ipynb #d1fe62aa
 def standardize_images(x:torch.Tensor, per_channel:bool=False, eps:float=1e-5) -> torch.Tensor:
@@ -27,6 +27,8 @@ STANDARDIZE = {'global': 'the pixels (normalisation undone) minus one mean over 
                'channel': 'the normalised input minus its mean per channel (also written True, as checkpoints of the first robust model say)',
                False: 'none'}  # `CustomCNN(standardize=...)` -> what the network does to its input first
 
+MAX_BLOCKS, MAX_CHANNELS = IMG_SIZE.bit_length() - 1, 4096  # each block halves the image: a seventh would leave a 100 px one no pixel
+
 class CustomCNN(nn.Module):
     "`standardize_images`, four `conv_block`s (`body`), then global average pooling, dropout and a linear layer over `n_classes` (`head`)."
     def __init__(self, n_classes:int, channels:tuple=(32, 64, 128, 384), dropout:float=0.3,
@@ -34,6 +36,9 @@ class CustomCNN(nn.Module):
         super().__init__()
         if standardize is True: standardize = 'channel'
         if standardize not in STANDARDIZE: raise ValueError(f"standardize={standardize!r} is not one of {', '.join(map(repr, STANDARDIZE))}")
+        whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_CHANNELS
+        if not (isinstance(channels, (tuple, list)) and 1 <= len(channels) <= MAX_BLOCKS and all(map(whole, channels))):  # a checkpoint's, too
+            raise ValueError(f'channels must be 1 to {MAX_BLOCKS} whole numbers of 1 to {MAX_CHANNELS:,}, not {str(channels)[:60]}')
         self.standardize = standardize
         mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in STATS)  # what the input was normalised with, to undo it
         self.register_buffer('pixel_mean', mean, persistent=False); self.register_buffer('pixel_std', std, persistent=False)

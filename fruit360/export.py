@@ -260,6 +260,9 @@ def export_cli(checkpoint:str='models_artifacts/custom_cnn.pth', # a checkpoint 
     checkpoint = Path(checkpoint)
     out = Path(out) if out else checkpoint.with_suffix('.onnx')
     results = checkpoint.with_name(f'{checkpoint.stem}_results.json')
+    if out.suffix.lower() != '.onnx': raise ValueError(f"--out '{out}' does not end in .onnx: name the ONNX file to write")
+    if any(out.resolve() == f.resolve() or (out.exists() and f.exists() and out.samefile(f)) for f in (checkpoint, results)):
+        raise ValueError(f"--out '{out}' is the checkpoint or its results file, which the export would overwrite: name another .onnx file")
     with compiler_cache():
         from fruit360.checkpoint import load_checkpoint, run_results
         _, ckpt = load_checkpoint(checkpoint)  # a bad checkpoint, or results of another run, before the data is even looked for

@@ -6,16 +6,16 @@ Docs: https://fruit360.github.io/fruit360/images.html.md"""
 
 # %% ../nbs/00_images.ipynb #1157e110
 from __future__ import annotations
-import io, os, stat, struct, warnings
+import io, os, re, stat, struct, warnings
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['IMG_SIZE', 'STATS', 'MAX_PIXELS', 'MAX_FILE_BYTES', 'RASTER_FORMATS', 'IMAGE_EXTS', 'cache_dir', 'scoped_env',
-           'compiler_cache', 'describe_input', 'read_image_bytes', 'image_size', 'to_rgb_on_white', 'open_image',
-           'crop_to_fruit', 'fit_square', 'load_rgb']
+__all__ = ['IMG_SIZE', 'STATS', 'MAX_PIXELS', 'MAX_FILE_BYTES', 'RASTER_FORMATS', 'IMAGE_EXTS', 'MAX_JPEG_SCANS', 'ORIENTATIONS',
+           'cache_dir', 'scoped_env', 'compiler_cache', 'describe_input', 'read_image_bytes', 'image_size',
+           'jpeg_scans', 'to_rgb_on_white', 'upright', 'open_image', 'crop_to_fruit', 'fit_square', 'load_rgb']
 
 # %% ../nbs/00_images.ipynb #b1c4f2c0
 IMG_SIZE = 100  # Fruits-360 images are IMG_SIZE x IMG_SIZE
@@ -99,8 +99,10 @@ def read_image_bytes(src, # a path, bytes or a binary file object
     if isinstance(src, (str, os.PathLike)): return _read_path(src, name, max_bytes)
     if isinstance(src, (bytes, bytearray, memoryview)): data = bytes(src)
     elif hasattr(src, 'read'):
+        text = TypeError(f"{name} gave text, not bytes: open the file in binary mode ('rb')")
+        if isinstance(src, io.TextIOBase): raise text  # before reading: decoding an image as text fails on its first odd byte
         data = src.read(max_bytes + 1)
-        if not isinstance(data, bytes): raise TypeError(f"{name} gave text, not bytes: open the file in binary mode ('rb')")
+        if not isinstance(data, bytes): raise text
     else: raise TypeError(f"{name}: expected a path, bytes, a file object, a PIL image or an HxWx3 uint8 array")
     if len(data) > max_bytes: raise ValueError(_too_big(name, max_bytes))
     return data
@@ -163,9 +165,31 @@ def image_size(data: bytes, # the bytes of an image file
     "Width and height of the image file `data`, read from its header only (or, with `decode`, by decoding it)."
     return (_decode if decode else _open_lazy)(data, name, max_pixels).size
 
+MAX_JPEG_SCANS = 100  # a progressive JPEG has about 10 (libjpeg's default script); each one decodes the whole image again
+
+_MARKER = re.compile(rb'\xff+([^\x00\xff])')  # the next marker, its fill bytes skipped (0xFF00 is a stuffed 0xFF, no marker)
+_SCAN_END = re.compile(rb'\xff+([^\x00\xd0-\xd7\xff])')  # the next marker that ends a scan's coded data (not a restart)
+
+def jpeg_scans(data: bytes, most:int=MAX_JPEG_SCANS) -> int:
+    "How many scans (SOS segments) the JPEG file `data` holds, up to `most` + 1 (counting stops there): its segments skipped by their lengths, each scan's coded data to the marker after it."
+    i, scans = 2, 0
+    while scans <= most and (m := _MARKER.search(data, i)):  # found by the regex engine: no Python step per byte
+        code, i = m[1][0], m.end()
+        if code == 0xD9: break  # end of the image (a later one, such as an MPO's second picture, is not decoded)
+        if 0xD0 <= code <= 0xD7 or code == 0x01: continue  # markers without a length
+        i += int.from_bytes(data[i:i + 2], 'big')  # the segment, skipped whole: an EXIF thumbnail's scans are not counted
+        if code == 0xDA:
+            scans += 1
+            if not (m := _SCAN_END.search(data, i)): break
+            i = m.start()
+    return scans
+
 def _decode(data: bytes, name, max_pixels) -> Image.Image:
-    "Decode image file bytes, refusing empty, unknown, truncated and oversized files and formats not in `RASTER_FORMATS`."
+    "Decode image file bytes, refusing empty, unknown, truncated and oversized files, JPEGs of too many scans and formats not in `RASTER_FORMATS`."
     img = _open_lazy(data, name, max_pixels)
+    if img.format in ('JPEG', *_JPEG_VARIANTS) and jpeg_scans(data) > MAX_JPEG_SCANS:
+        raise ValueError(f"{name} is a JPEG of more than {MAX_JPEG_SCANS} scans: re-save it "
+                         "(each scan decodes the whole image again; this guards against decoding bombs)")
     try: img.load()
     except (OSError, SyntaxError, EOFError, ValueError, struct.error) as e:
         raise ValueError(f"{name} is damaged or truncated ({e}): re-export or re-download the file") from None
@@ -183,8 +207,8 @@ def _from_array(a: np.ndarray, name) -> Image.Image:
 def to_rgb_on_white(img: Image.Image, name='image') -> Image.Image:
     "Convert `img` of any common mode to RGB, compositing transparency on white."
     if img.mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I'):
-        a = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray((a * (255 / 65535) if a.max() > 255 else a).clip(0, 255).astype(np.uint8), 'L')
+        a = np.asarray(img, dtype=np.float64)  # 16-bit samples by their mode ('I', 32-bit, holds 8- or 16-bit ones: by their range)
+        img = Image.fromarray((a * (255 / 65535) if img.mode != 'I' or a.max() > 255 else a).clip(0, 255).round().astype(np.uint8), 'L')
     if img.mode == 'P': img = img.convert('RGBA' if 'transparency' in img.info else 'RGB')
     if img.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'):
         rgba = img.convert('RGBA')
@@ -192,6 +216,20 @@ def to_rgb_on_white(img: Image.Image, name='image') -> Image.Image:
         return Image.alpha_composite(bg, rgba).convert('RGB')
     if img.mode in ('1', 'L', 'RGB', 'RGBX', 'CMYK', 'YCbCr'): return img.convert('RGB')
     raise ValueError(f"{name} has unsupported image mode '{img.mode}': save it as an RGB JPEG or PNG")
+
+# %% ../nbs/00_images.ipynb #46ca3221
+# EXIF orientation -> the transpose that makes the picture upright (the mapping of Pillow's `ImageOps.exif_transpose`)
+ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
+def upright(img:Image.Image) -> Image.Image:
+    "`img` turned as its EXIF orientation says, without the metadata that said so (turned once, whoever opens it next); as stored when it has none, or EXIF that cannot be read."
+    try: o = img.getexif().get(0x0112)  # the Orientation tag (Pillow also reads XMP's)
+    except Exception: o = None  # EXIF is the camera's metadata, not the picture: damaged, it is ignored
+    if not (isinstance(o, int) and o in ORIENTATIONS): return img
+    turned = img.transpose(ORIENTATIONS[o])
+    for key in ('exif', 'xmp', 'XML:com.adobe.xmp'): turned.info.pop(key, None)  # as exif_transpose drops the tag
+    return turned
 
 # %% ../nbs/00_images.ipynb #1ca0cbde
 def open_image(src, max_pixels:int=MAX_PIXELS) -> Image.Image:
@@ -203,7 +241,7 @@ def open_image(src, max_pixels:int=MAX_PIXELS) -> Image.Image:
         img = src
     else: img = _decode(read_image_bytes(src, name), name, max_pixels)
     _check_pixels(img.size, name, max_pixels)
-    return to_rgb_on_white(ImageOps.exif_transpose(img), name)
+    return to_rgb_on_white(upright(img), name)
 
 # %% ../nbs/00_images.ipynb #3d77d804
 def crop_to_fruit(img:Image.Image, threshold:int=30) -> Image.Image:
@@ -216,7 +254,11 @@ def crop_to_fruit(img:Image.Image, threshold:int=30) -> Image.Image:
 def fit_square(img:Image.Image, size:int=IMG_SIZE) -> Image.Image:
     "Crop `img` to the fruit, pad it to a square with white, centred, and resize it to `size` x `size`."
     if img.size == (size, size): return img
-    return ImageOps.pad(crop_to_fruit(img), (size, size), method=Image.Resampling.BICUBIC, color=(255, 255, 255))
+    img = crop_to_fruit(img)
+    w, h = img.size
+    least = -(-max(w, h) // size)  # the short side that still spans a pixel at `size`
+    if min(w, h) < least: img = ImageOps.pad(img, (max(w, least), max(h, least)), color=(255, 255, 255))  # a sliver: widened with white, not lost
+    return ImageOps.pad(img, (size, size), method=Image.Resampling.BICUBIC, color=(255, 255, 255))
 
 # %% ../nbs/00_images.ipynb #2e4c4268
 def load_rgb(src, size:int=IMG_SIZE, max_pixels:int=MAX_PIXELS) -> np.ndarray:

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from .images import IMAGE_EXTS, load_rgb, describe_input, read_image_bytes
+from .images import IMAGE_EXTS, _printable, load_rgb, describe_input, read_image_bytes
 from .runtime import DEFAULT_MODEL, OnnxClassifier, check_count
 
 # %% auto #0
@@ -110,7 +110,7 @@ def expand_inputs(paths:list) -> list[tuple[str, str|None]]:
     for p in map(os.fspath, paths):
         if os.path.isdir(p): got, why = _images_in(p), f'is a folder with no image files ({" ".join(IMAGE_EXTS)}) in it'
         elif os.path.lexists(p) or not glob.has_magic(p): got, why = [p], None  # a file, or a missing one: `predict` says why
-        else: got, why = [f for m in _matches(p) for f in (_images_in(m) if os.path.isdir(m) else [m])], 'matches no files'
+        else: got, why = list(dict.fromkeys(f for m in _matches(p) for f in (_images_in(m) if os.path.isdir(m) else [m]))), 'matches no files'  # once each: 'a/**' matches a/b and a/b/c.jpg
         found += [(f, None) for f in got] if got else [(p, f'{describe_input(p)} {why}')]
     return found
 
@@ -144,7 +144,7 @@ def atomic_text(path:str):
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f'.{os.path.basename(path)}.', suffix='.part')
     try:
         os.fchmod(fd, 0o644)
-        with open(fd, 'w', newline='', encoding='utf-8') as f:
+        with open(fd, 'w', newline='', encoding='utf-8', errors='backslashreplace') as f:  # a file name that is no UTF-8 written as JSON writes it: \udcff
             yield f
             f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -187,7 +187,7 @@ def _write_rows(dest, fmt:str|None, rows, topk:int|None) -> int:
     failed, csvw = 0, None
     if fmt == '.csv': csvw = csv.DictWriter(dest, _csv_columns(topk), restval=''); csvw.writeheader()
     for img, ans in rows:
-        if 'error' in ans: failed += 1; print(f"fruit360 predict: {ans['error']}", file=sys.stderr, flush=True)
+        if 'error' in ans: failed += 1; print(f"fruit360 predict: {_printable(ans['error'])}", file=sys.stderr, flush=True)  # one line each
         if fmt is None:
             if 'error' not in ans: print(json.dumps({'image': img, **ans}), file=dest, flush=True)
         elif csvw: csvw.writerow({k: '' if v is None else v for k, v in result_row(img, ans, topk).items()})

@@ -6,7 +6,7 @@ Docs: https://fruit360.github.io/fruit360/runtime.html.md"""
 
 # %% ../nbs/03_runtime.ipynb #f5df46f9
 from __future__ import annotations
-import json, numbers
+import hashlib, json, numbers
 from importlib.resources import files
 from pathlib import Path
 import numpy as np
@@ -14,8 +14,8 @@ from .images import cache_dir, scoped_env
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'PROVIDERS', 'MAX_MODEL_BYTES', 'INPUT_SIZES', 'OUTPUTS', 'MAX_OPENSET_BYTES', 'OPENSET_RULE',
-           'provider_options', 'load_session', 'check_count', 'model_classes', 'check_graph', 'openset_rule',
-           'OnnxClassifier']
+           'provider_options', 'load_session', 'check_count', 'model_classes', 'check_graph', 'check_outputs',
+           'openset_rule', 'OnnxClassifier']
 
 # %% ../nbs/03_runtime.ipynb #c6c1e8bb
 with scoped_env('ORT_DISABLE_TELEMETRY', '1'): import onnxruntime as ort
@@ -27,10 +27,13 @@ PROVIDERS = ('TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecution
 # %% ../nbs/03_runtime.ipynb #c9c87f08
 MAX_MODEL_BYTES = 200 * 2**20  # larger files are refused before ONNX Runtime parses them (fruit360's shipped model is 6 MB)
 
-def provider_options(provider:str) -> dict:
-    "ONNX Runtime options fruit360 gives `provider`: TensorRT caches its engines and may use fp16."
+def provider_options(provider:str, model:bytes) -> dict:
+    "ONNX Runtime options fruit360 gives `provider` for the model file's bytes `model`: TensorRT caches its engines (a folder per model) and may use fp16."
     if provider != 'TensorrtExecutionProvider': return {}
-    return {'trt_engine_cache_enable': True, 'trt_engine_cache_path': str(cache_dir()/'tensorrt'), 'trt_fp16_enable': True}
+    # TensorRT keys its cache by the model's file name and node names, not its weights: a model loaded from bytes has no file
+    # name, so two exports of the same network would share an engine; their digest keeps them apart
+    cache = cache_dir()/'tensorrt'/hashlib.sha256(model).hexdigest()[:16]
+    return {'trt_engine_cache_enable': True, 'trt_engine_cache_path': str(cache), 'trt_fp16_enable': True}
 
 def _refused(path, problem:str) -> ValueError:
     return ValueError(f"model file '{path}' {problem}: pass a model written by fruit360 export")
@@ -39,18 +42,22 @@ def load_session(path=None, # an exported .onnx file (default: the model shipped
                  providers:list[str]|None=None, # execution providers to try, in order (default: `PROVIDERS`)
                  threads:int|None=None, # CPU threads of one run (default: all cores)
                 ) -> ort.InferenceSession:
-    "An ONNX Runtime session for the model at `path` on the first available of `providers`."
+    "An ONNX Runtime session for the model at `path` on the first available of `providers`, made from the file's bytes alone."
     path = Path(path) if path is not None else DEFAULT_MODEL
     if not path.is_file(): raise FileNotFoundError(f"model file '{path}' does not exist: pass an exported .onnx file")
-    if (size := path.stat().st_size) > MAX_MODEL_BYTES: raise _refused(path, f'has {size / 2**20:,.0f} MB, more than a model may ({MAX_MODEL_BYTES / 2**20:.0f} MB)')
+    too_big = lambda size: _refused(path, f'has {size / 2**20:,.0f} MB, more than a model may ({MAX_MODEL_BYTES / 2**20:.0f} MB)')
+    if (size := path.stat().st_size) > MAX_MODEL_BYTES: raise too_big(size)
+    with open(path, 'rb') as f: model = f.read(MAX_MODEL_BYTES + 1)  # the limit holds for a file that grew since
+    if len(model) > MAX_MODEL_BYTES: raise too_big(len(model))
     available = ort.get_available_providers()
     chosen = [p for p in (providers or PROVIDERS) if p in available]
     if not chosen: raise ValueError(f"none of the providers {providers} is installed; available: {', '.join(available)}")
     opts = ort.SessionOptions()
     if threads: opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    try: return ort.InferenceSession(str(path), opts, providers=[(p, provider_options(p)) for p in chosen])
+    opts.log_severity_level = 4  # fatal only: what fails is raised, and said once, by fruit360 (ONNX Runtime would also log it)
+    try: return ort.InferenceSession(model, opts, providers=[(p, provider_options(p, model)) for p in chosen])  # from bytes: no weights from other files
     except Exception as e:  # onnxruntime raises its own exception types for files it can't load
-        raise ValueError(f"model file '{path}' is not a loadable ONNX model ({e.__class__.__name__}): re-export it") from None
+        raise ValueError(f"model file '{path}' is not a loadable ONNX model in one file ({e.__class__.__name__}): re-export it") from None
 
 # %% ../nbs/03_runtime.ipynb #aca50ba4
 def check_count(name:str, # what the caller calls the value: a parameter, an option
@@ -100,6 +107,16 @@ def check_graph(path, session:ort.InferenceSession, classes:list[str], metadata:
         raise _refused(path, f'lists {len(classes)} classes but outputs {probs.shape[1]} probabilities, so its metadata does not belong to its network')
     return size
 
+def check_outputs(path, outs:dict, n:int, probabilities:str, n_classes:int) -> list[np.ndarray]:
+    "The outputs `outs` (name -> array) of the model file `path` for `n` images, as a list, once each is a finite row per image, and the `probabilities` a distribution over `n_classes`."
+    for name, a in outs.items():
+        if a.ndim < 1 or len(a) != n: raise _refused(path, f'gave {name} of shape {a.shape} for {n} images, not one row each')
+        if not np.isfinite(a).all(): raise _refused(path, f'gave {name} that are not finite numbers (NaN or infinite)')
+    # summing to 1 within 1e-2: fp16 on a GPU (TensorRT) rounds a softmax over 75 classes by up to about 6e-3
+    if (p := outs.get(probabilities)) is not None and (p.shape != (n, n_classes) or (p < 0).any() or (np.abs(p.sum(1) - 1) > 1e-2).any()):
+        raise _refused(path, f'gave probabilities that are not {n_classes} numbers of 0 or more summing to 1 per image')
+    return list(outs.values())
+
 MAX_OPENSET_BYTES = 4096  # the `openset` metadata is refused unread beyond this (fruit360 writes under 1 kB)
 OPENSET_RULE = 'known = novelty <= threshold'  # the only rule a model may state
 
@@ -139,8 +156,12 @@ class OnnxClassifier:
         return self.run(images, [self.output])[0]
 
     def run(self, images:np.ndarray, names:list[str]) -> list[np.ndarray]:
-        "The outputs `names` of the model for a uint8 N x size x size x 3 batch of `images`."
-        return self.session.run(names, {'images': np.ascontiguousarray(images, dtype=np.uint8)})
+        "The outputs `names` of the model for a uint8 N x size x size x 3 batch of `images`, each checked (`check_outputs`)."
+        try: outs = self.session.run(names, {'images': np.ascontiguousarray(images, dtype=np.uint8)})
+        except Exception as e:  # onnxruntime's own types: a graph that fails on this input, or asks for more memory than there is
+            raise ValueError(f"model file '{self.path}' failed on a batch of {len(images)} images ({e.__class__.__name__}: {' '.join(str(e).split())[:160]}): "
+                             "on a device short of memory classify fewer at a time; else pass a model written by fruit360 export") from None
+        return check_outputs(self.path, dict(zip(names, outs)), len(images), self.output, len(self.classes))
 
     def answer(self, probs:np.ndarray, topk:int|None=None, novelty:float|None=None) -> dict:
         "The predicted class, whether it is `known` (with its `novelty`, if given) and the probabilities (all, or the `topk` most probable) of one image."

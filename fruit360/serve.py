@@ -7,7 +7,7 @@ Docs: https://fruit360.github.io/fruit360/serve.html.md"""
 # %% ../nbs/03b_serve.ipynb #8a381028
 from __future__ import annotations
 import base64, binascii, errno, hashlib, json, logging, os, posixpath, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
-import urllib.error, urllib.request
+import http.client, urllib.parse, urllib.request
 from contextvars import ContextVar
 from http import HTTPStatus
 from pathlib import Path
@@ -20,12 +20,13 @@ from .runtime import DEFAULT_MODEL, MAX_MODEL_BYTES, OnnxClassifier, check_count
 __all__ = ['IMAGE_COLUMN', 'MAX_BATCH', 'MAX_IMAGE_BYTES', 'MAX_REQUEST_PIXELS', 'LOADER_MODULE', 'PYFUNC_MODULES',
            'PYFUNC_REQUIREMENTS', 'CHAMPION', 'TEST_METRICS', 'RANKED_BY', 'MAX_METRICS_BYTES', 'REGISTERED',
            'MAX_MLMODEL_BYTES', 'MAX_BODY_BYTES', 'MAX_JSON_DEPTH', 'MAX_JSON_STRUCTURE', 'HEADER_TIMEOUT',
-           'BODY_TIMEOUT', 'KEEP_ALIVE', 'MAX_CONNECTIONS', 'GRACE', 'WORKERS', 'THREADS', 'MODEL_ENV',
-           'INVALID_REQUEST', 'STOP_SIGNALS', 'image_bytes_b64', 'decode_images_b64', 'ServedModel',
-           'pyfunc_requirements', 'pyfunc_code', 'is_fruit360_model', 'save_mlflow_model', 'log_mlflow_model',
-           'model_test_metrics', 'register_version', 'registered_onnx', 'package_cli', 'check_json', 'RequestGuard',
-           'scoring_app', 'GuardedH11Protocol', 'serve_command', 'serve_env', 'start_server', 'signal_server',
-           'stop_server', 'port_in_use', 'serve_cli', 'request_body', 'predict_url', 'free_port', 'wait_until_up']
+           'BODY_TIMEOUT', 'KEEP_ALIVE', 'MAX_CONNECTIONS', 'GRACE', 'WORKERS', 'THREADS', 'PATHS', 'MODEL_ENV',
+           'INVALID_REQUEST', 'STOP_SIGNALS', 'MAX_ANSWER_BYTES', 'MAX_QUOTED', 'image_bytes_b64', 'decode_images_b64',
+           'ServedModel', 'pyfunc_requirements', 'pyfunc_code', 'is_fruit360_model', 'save_mlflow_model',
+           'log_mlflow_model', 'model_test_metrics', 'register_version', 'registered_onnx', 'package_cli', 'check_json',
+           'RequestGuard', 'scoring_app', 'GuardedH11Protocol', 'serve_command', 'serve_env', 'start_server',
+           'signal_server', 'stop_server', 'port_in_use', 'serve_cli', 'request_body', 'check_answer', 'predict_url',
+           'free_port', 'wait_until_up']
 
 # %% ../nbs/03b_serve.ipynb #716f5eea
 IMAGE_COLUMN = 'image'
@@ -293,6 +294,7 @@ KEEP_ALIVE = 5  # seconds an idle connection is kept open between requests
 MAX_CONNECTIONS = 200  # open connections per worker; over it, requests get 503 and new connections are closed
 GRACE = 5  # seconds the requests in flight get to finish when the server stops
 WORKERS, THREADS = 2, 1  # server processes, ONNX Runtime threads per worker
+PATHS = ('/ping', '/health', '/version', '/invocations')  # what the server answers (MLflow's routes); any other path gets 404, FastAPI's /docs and /openapi.json too
 MODEL_ENV = 'FRUIT360_MODEL_DIR'  # the environment variable that tells `scoring_app` which MLflow model to serve
 
 # %% ../nbs/03b_serve.ipynb #b505342d
@@ -311,7 +313,9 @@ def check_json(body:bytes):
         deepest = max(deepest, depth)
     if deepest > MAX_JSON_DEPTH: raise ValueError(f'Invalid input: the JSON is nested over {MAX_JSON_DEPTH} levels deep')
     try: value = json.loads(skeleton)
-    except ValueError as e: raise ValueError(f"Invalid input: the body is not valid JSON ({getattr(e, 'msg', 'not UTF-8')})") from None
+    except UnicodeDecodeError: raise ValueError('Invalid input: the body is not UTF-8') from None
+    except json.JSONDecodeError as e: raise ValueError(f'Invalid input: the body is not valid JSON ({e.msg})') from None
+    except ValueError: raise ValueError(f'Invalid input: the JSON holds a number of over {sys.get_int_max_str_digits():,} digits') from None  # Python's limit on int()
     if not isinstance(value, dict): raise ValueError('Invalid input: expected a JSON object such as {"dataframe_split": ...}')
 
 # %% ../nbs/03b_serve.ipynb #29af7735
@@ -349,10 +353,12 @@ async def _read_body(headers:dict, receive) -> bytes|None:
         if not message.get('more_body'): return bytes(body)
 
 class RequestGuard:
-    "ASGI middleware before MLflow's scoring app: checks `/invocations` requests before MLflow parses them, and answers errors briefly."
+    "ASGI middleware before MLflow's scoring app: answers only `PATHS`, checks `/invocations` requests before MLflow parses them, and answers errors briefly."
     def __init__(self, app): self.app = app
 
     async def __call__(self, scope, receive, send):
+        if scope['type'] == 'http' and scope['path'].rstrip('/') not in PATHS:  # a trailing / still gets the app's redirect
+            return await _send_error(send, 404, f"no such path: the server answers {', '.join(PATHS)}")
         if scope['type'] != 'http' or (scope['method'], scope['path']) != ('POST', '/invocations'):
             return await self.app(scope, receive, send)
         headers = dict(scope['headers'])
@@ -494,24 +500,92 @@ def serve_cli(model:str=None, # an MLflow model folder, an exported .onnx file o
         for s, h in handlers.items(): signal.signal(s, h)
 
 # %% ../nbs/03b_serve.ipynb #a34fee8d
+MAX_ANSWER_BYTES = 16_000_000  # an answer is refused beyond this: one to MAX_BATCH images with all the probabilities of 1,000 classes is under 5 MB (the shipped model's 75: 0.2 MB)
+MAX_QUOTED = 300  # characters of what a server says that an error quotes
+
 def request_body(images:list, topk:int|None=None) -> bytes:
     "The JSON body of a request for the image files (paths or bytes) `images`."
     enc = [base64.b64encode(i if isinstance(i, bytes) else Path(i).read_bytes()).decode() for i in images]
     body = {'dataframe_split': {'columns': [IMAGE_COLUMN], 'data': [[e] for e in enc]}}
     return json.dumps({**body, **({'params': {'topk': topk}} if topk else {})}).encode()
 
-def predict_url(url:str, images:list, topk:int|None=None, timeout:float=60) -> list[dict]:
-    "Classify the image files `images` with the fruit360 server at `url`; one answer per image."
-    req = urllib.request.Request(f"{url.rstrip('/')}/invocations", request_body(images, topk), {'Content-Type': 'application/json'})
+def _quoted(text:str, n:int=MAX_QUOTED) -> str:
+    "`text` from a server, safe to print on one line: what is not printable (escape sequences, newlines) escaped, at most `n` characters."
+    safe = ''.join(c if c.isprintable() else c.encode('unicode_escape').decode() for c in text[:n])
+    return safe[:n] + ('...' if len(text) > n or len(safe) > n else '')
+
+def _server_message(raw:bytes, reason:str) -> str:
+    "What an error answer `raw` says: its JSON `message`, else the last line of its text (a traceback's error), else the status `reason`."
+    text = raw.decode(errors='replace')
+    try: msg = json.loads(text).get('message')
+    except (ValueError, AttributeError, RecursionError): msg = None
+    lines = (msg if isinstance(msg, str) else text).strip().splitlines()
+    return _quoted(lines[-1] if lines else reason)
+
+def _is_answer(a) -> bool:
+    "Whether `a` is a fruit360 answer for one image: a class among its probabilities (numbers), and `known` and `novelty` if the model has them."
+    def num(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return (isinstance(a, dict) and isinstance(a.get('class'), str) and isinstance(p := a.get('probabilities'), dict) and a['class'] in p
+            and all(map(num, p.values())) and isinstance(a.get('known', False), bool) and num(a.get('novelty', 0)))
+
+def check_answer(raw:bytes, n:int) -> list[dict]:
+    "The answers in `raw`, a fruit360 server's answer to `n` images; `ValueError` saying what is wrong if it is not one."
+    try: value = json.loads(raw)
+    except (ValueError, RecursionError): raise ValueError('not JSON') from None
+    preds = value.get('predictions') if isinstance(value, dict) else None
+    if not isinstance(preds, list): raise ValueError("not a JSON object with a list of 'predictions'")
+    if len(preds) != n: raise ValueError(f'{len(preds)} predictions for {n} images')
+    if (bad := next((i for i, a in enumerate(preds) if not _is_answer(a)), None)) is not None:
+        raise ValueError(f"prediction {bad} is not an object with a 'class' among its 'probabilities'")
+    return preds
+
+def _post(url:str, body:bytes, timeout:float) -> tuple[int, str, bytes]:
+    "Status, reason and body of the answer of the server at `url` to `body` POSTed to its /invocations, all within `timeout` s."
+    try: u = urllib.parse.urlsplit(url); host, port = u.hostname, u.port
+    except ValueError: host = None  # an unclosed [IPv6 address, a port that is no number
+    if not host or u.scheme not in ('http', 'https'): raise ValueError(f"'{_quoted(url)}' is not an HTTP URL: give one such as http://127.0.0.1:5000")
+    conn = (http.client.HTTPSConnection if u.scheme == 'https' else http.client.HTTPConnection)(host, port, timeout=timeout)
+    late, failed, r, raw = threading.Event(), None, None, None
+    def cut():  # a socket's timeout is per read: a server that sends a byte now and then would hold the client forever
+        late.set()
+        if sock := conn.sock:
+            try: socket.socket.shutdown(sock, socket.SHUT_RDWR)  # wakes the read that waits; the plain socket's, as TLS's would unwrap it under that read
+            except OSError: pass
+    deadline, timer = time.monotonic() + timeout, None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r: return json.loads(r.read())['predictions']
-    except urllib.error.HTTPError as e:
-        msg = e.read().decode(errors='replace')
-        try: msg = json.loads(msg).get('message', msg)
-        except ValueError: pass
-        raise ValueError(f'the server at {url} refused the request ({e.code}): {msg.splitlines()[-1] if msg else e.reason}') from None
-    except (urllib.error.URLError, OSError) as e:
-        raise ConnectionError(f"no fruit360 server answers at {url} ({getattr(e, 'reason', e)}): start one with fruit360 serve") from None
+        conn.connect()  # first, so that the socket the timer shuts exists when it fires
+        timer = threading.Timer(max(0., deadline - time.monotonic()), cut)
+        timer.start()
+        conn.request('POST', f"{u.path.rstrip('/')}/invocations", body, {'Content-Type': 'application/json'})
+        r = conn.getresponse()
+        if (r.length or 0) <= MAX_ANSWER_BYTES: raw = r.read(MAX_ANSWER_BYTES + 1)  # refused unread when its length says it is over
+        if raw is not None and r.length and len(raw) <= MAX_ANSWER_BYTES: raise http.client.IncompleteRead(raw, r.length)  # read(n) does not say
+    except http.client.InvalidURL as e: raise ValueError(f"'{_quoted(url)}' is not a valid URL ({_quoted(str(e))}): give one such as http://127.0.0.1:5000") from None
+    except (OSError, http.client.HTTPException) as e: failed = e
+    finally:
+        if timer: timer.cancel()
+        conn.close()
+    if late.is_set() or isinstance(failed, TimeoutError):
+        raise TimeoutError(f'the server at {url} did not answer within {timeout:g} s: try again, or send fewer or smaller images')
+    if isinstance(failed, http.client.HTTPException):
+        raise ValueError(f'the server at {url} gave no valid HTTP answer ({_quoted(f"{type(failed).__name__}: {failed}")}): '
+                         'check that the URL is that of a fruit360 server (fruit360 serve)')
+    if failed: raise ConnectionError(f"no fruit360 server answers at {url} ({_quoted(str(failed))}): start one with fruit360 serve")
+    if raw is None or len(raw) > MAX_ANSWER_BYTES:
+        raise ValueError(f'the server at {url} answered over {MAX_ANSWER_BYTES:,} bytes, more than any fruit360 answer: check the URL')
+    return r.status, r.reason, raw
+
+def predict_url(url:str, images:list, topk:int|None=None,
+                timeout:float=60, # seconds for the whole exchange, not for each read
+               ) -> list[dict]:
+    "Classify the image files `images` with the fruit360 server at `url`; one answer per image."
+    status, reason, raw = _post(url, request_body(images, topk), timeout)
+    if not 200 <= status < 300: raise ValueError(f'the server at {url} refused the request ({status}): {_server_message(raw, reason)}')
+    try: return check_answer(raw, len(images))
+    except ValueError as e:
+        raise ValueError(f"the server at {url} answered '{_quoted(raw[:4 * MAX_QUOTED].decode(errors='replace'))}', which is not a fruit360 model server's "
+                         f'answer ({e}): check that the URL is that of a fruit360 server (fruit360 serve)') from None
+
 
 # %% ../nbs/03b_serve.ipynb #56192155
 def free_port(host:str='127.0.0.1') -> int:

@@ -15,6 +15,7 @@ from fastcore.script import call_parse, bool_arg, store_true
 from .data import twin_groups, twins_merged
 from .loaders import FruitDataLoaders, get_dls
 from .tracking import check_tracking, tracking_uri, use_experiment
+from .baseline import imagenet_resnet18
 from .checkpoint import ARCHITECTURES, _save_atomic, build_model, check_lineage, cpu_state, load_checkpoint, model_spec
 from .training import (LR, SCHEDULE, RESUME_FILE, History, ResumeState, evaluate, fit_fruit, fruit_learner, refit_last_linear,
                                REFIT, refit_settings, load_resume, read_resume_state, resolve_precision)
@@ -287,6 +288,7 @@ def train(model:str='custom_cnn', # custom_cnn or resnet18
     refit = {k: v for k, v in dict(faulted=refit_faulted, studio_share=refit_studio_share, wd=refit_wd, steps=refit_steps).items() if v != REFIT[k]}
     planned_refit(refit_head, refit)  # and bad refit settings, before an hour of training
     if init and weights: raise ValueError('--weights starts a resnet18 from ImageNet weights, --init from a checkpoint: pass one of them')
+    if weights and model == 'resnet18' and pretrained: imagenet_resnet18(weights)  # a bad weights file, before the data is read too
     if init: net, spec, classes, origin = start_from(init, model, out, seed)  # a bad checkpoint is reported before the data is read, too
     set_seed(seed, reproducible=True)
     dls = get_dls(data, bs=bs, seed=seed, max_per_class=max_per_class, cache=cache)

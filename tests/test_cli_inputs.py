@@ -128,3 +128,24 @@ def test_predict_out_of_another_type_is_one_line_and_writes_nothing(tree):
     out = fruit360('predict', tree, '--out', tree.parent/'results.txt')
     assert out.returncode == 1 and out.stdout == '' and not (tree.parent/'results.txt').exists()
     assert out.stderr == f"fruit360 predict: error: --out '{tree.parent}/results.txt': give a file name ending in .csv or .jsonl\n"
+
+
+@pytest.mark.parametrize('ext', ['.csv', '.jsonl'])
+def test_predict_out_writes_a_file_name_that_is_not_utf8(tmp_path, ext):
+    "A file name that is no UTF-8 (its bytes as Python's surrogate escapes) is written as JSON writes it, \\udcff, and every row stays."
+    folder = tmp_path/'photos'; folder.mkdir()
+    for name in (b'ok.png', b'bad\xff.png'):
+        Image.new('RGB', (100, 100), 'red').save(os.fsdecode(bytes(folder) + b'/' + name))
+    res = tmp_path/f'results{ext}'
+    out = fruit360('predict', folder, '--out', res)
+    assert out.returncode == 0 and out.stderr == '', out.stderr
+    rows = list(csv.DictReader(res.open())) if ext == '.csv' else [json.loads(l) for l in res.read_text().splitlines()]
+    bad = f'{folder}/bad\\udcff.png' if ext == '.csv' else f'{folder}/bad\udcff.png'  # CSV holds the escape as text; JSON reads it back
+    assert sorted(r['image'] for r in rows) == sorted([bad, f'{folder}/ok.png'])
+
+
+def test_a_recursive_glob_lists_each_image_once(tree):
+    "'tree/**' matches the folders and the files in them: each image is classified once (the folders walked add none twice)."
+    out = fruit360('predict', tree/'**')
+    images = [json.loads(l)['image'] for l in out.stdout.splitlines()]
+    assert len(images) == len(set(images)) == 4, images  # a.jpg, b/2.png, b/c/0.webp, b/c/1.JPEG (b/bad.jpg is refused)

@@ -140,6 +140,22 @@ def test_a_bad_checkpoint_is_one_line_before_the_data_is_read(tmp_path):
     assert not marker.exists() and not (tmp_path/'m.onnx').exists()
 
 
+def test_export_never_writes_over_its_checkpoint(tmp_path):
+    "An --out that is not an .onnx file, or is the checkpoint (by name, by a link, or a checkpoint named .onnx), is refused before anything is written."
+    data = CHECKPOINT.read_bytes()
+    for name in ('victim.pth', 'victim.onnx'):
+        (tmp_path/name).write_bytes(data)
+    (tmp_path/'link.onnx').symlink_to(tmp_path/'victim.pth')
+    cases = [('victim.pth', 'victim.pth', 'does not end in .onnx'), ('victim.pth', 'victim.txt', 'does not end in .onnx'),
+             ('victim.pth', 'link.onnx', 'is the checkpoint'), ('victim.onnx', None, 'is the checkpoint')]
+    outs = run_all([[BIN/'fruit360', 'export', '--checkpoint', tmp_path/c, '--data', tmp_path/'no-data', *(['--out', tmp_path/o] if o else [])]
+                    for c, o, _ in cases])
+    for (c, o, says), out in zip(cases, outs):
+        line = assert_one_line_error(out, tmp_path/(o or c))
+        assert says in line and 'no-data' not in line, line
+    assert all((tmp_path/n).read_bytes() == data for n in ('victim.pth', 'victim.onnx')) and not (tmp_path/'victim.txt').exists()
+
+
 def test_a_bad_model_file_is_one_line(tmp_path):
     import onnx
     from onnx import TensorProto, helper

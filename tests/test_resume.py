@@ -89,3 +89,17 @@ def test_refit_settings_are_checked_before_anything_is_read_or_trained(tmp_path)
     assert bad.returncode == 1 and bad.stderr.count('\n') == 1, bad.stderr
     assert 'refit: studio_share 1.0 must lie between 0 and 1' in bad.stderr
     assert not (tmp_path/'out').exists()
+
+
+def test_a_bad_weights_file_is_one_line_before_the_data_is_read(tmp_path):
+    "`--weights` that are not ResNet18's (text, a pickle, another network's tensors) are refused in one line, before the data is read (here there is none)."
+    import pickle, torch
+    (tmp_path/'text.pth').write_text('not weights')
+    (tmp_path/'pickle.pth').write_bytes(pickle.dumps({'a': 1}))
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path/'other.pth')
+    for name in ('text.pth', 'pickle.pth', 'other.pth'):
+        r = run([str(BIN/'fruit360'), 'train', '--model', 'resnet18', '--weights', str(tmp_path/name), '--data', str(tmp_path/'no data'),
+                 '--out', str(tmp_path/'out')], store(tmp_path))
+        assert r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr
+        assert r.stderr.startswith(f"fruit360 train: error: ResNet18 weights file '{tmp_path/name}' is not a ResNet18 state dict"), r.stderr
+    assert not (tmp_path/'out').exists()

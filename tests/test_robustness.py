@@ -46,9 +46,49 @@ def test_training_never_draws_a_held_out_corruption():
     "The photo faults imitate only the train family: impulse noise, motion/zoom blur, pixelation and textured backgrounds stay unseen."
     from fruit360.augment import PHOTO_FAULTS
     words = lambda name: set(name.replace('_', ' ').split())
-    held = {'impulse', 'motion', 'zoom', 'pixelate', 'stripes', 'checker'}
+    held = {'impulse', 'motion', 'zoom', 'pixelate', 'stripes', 'checker', 'cast'}
     assert not any(words(f) & held for f in PHOTO_FAULTS), list(PHOTO_FAULTS)
     assert set(R.HELD_OUT) | set(R.TRAIN_FAMILY) == set(R.PARAMS) and not set(R.HELD_OUT) & set(R.TRAIN_FAMILY)
+
+
+def imagenet_c():
+    "bench/imagenet_c.py as a module (it imports bench/robustness.py beside it)."
+    if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
+    return importlib.import_module('bench.imagenet_c')
+
+
+def test_imagenet_c_runs_each_of_its_corruptions_deterministically():
+    "ImageNet-C's own code (imagecorruptions 1.1.2, bridged to today's NumPy and scikit-image): all 19 corruptions run on fruit-like frames, keep their shape, change them, and repeat for a seed."
+    IC, x = imagenet_c(), fruit_like(2)
+    assert IC.names() == list(IC.GROUP) and len(IC.GROUP) == 19  # every corruption has its group
+    for name in IC.names():
+        a, b, other = IC.corrupt(x, name, 2, seed=1), IC.corrupt(x, name, 2, seed=1), IC.corrupt(x, name, 5, seed=1)
+        assert a.dtype == np.uint8 and a.shape == x.shape and (a == b).all(), name
+        assert (a != x).any() and (other != a).any(), name  # a corruption, and another at another severity
+    with pytest.raises(ValueError, match="unknown ImageNet-C corruption.*darken: choose from gaussian_noise"): IC.corrupt(x, 'darken', 1)
+    with pytest.raises(ValueError, match='severity must be one of 1-5'): IC.corrupt(x, 'fog', 0)
+
+
+def test_imagenet_c_compares_models_as_a_user_runs_it(data_path, tmp_path):
+    "Two corruptions at two severities, 1 Test image per class, the shipped model given twice: one block each, the same figures; bad options in one line."
+    run = lambda *args: subprocess.run([sys.executable, '-m', 'bench.imagenet_c', '--data', str(data_path), *args],
+                                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    for args, says in [(('--corruptions', 'fog,darken'), 'unknown ImageNet-C corruption(s) darken'),
+                       (('--severities', '0'), '--severities takes numbers 1-5'), (('--model', 'model.pth'), "is not an .onnx file")]:
+        bad = run(*args)
+        assert bad.returncode == 2 and bad.stderr.count('\n') == 1 and says in bad.stderr, bad.stderr
+    shipped, copy = ROOT/'fruit360'/'models'/'default.onnx', tmp_path/'copy.onnx'
+    copy.write_bytes(shipped.read_bytes())
+    out = run('--per-class', '1', '--corruptions', 'fog,impulse_noise', '--severities', '1,3', '--model', str(shipped), '--model', str(copy),
+              '--json', str(tmp_path/'c.json'))
+    if data_path != REAL:  # the fixture's classes are not the shipped model's: refused in one line
+        assert out.returncode == 2 and out.stderr.count('\n') == 1 and 'classes the model' in out.stderr, out.stderr
+        return
+    assert out.returncode == 0, out.stderr
+    a, b = json.loads((tmp_path/'c.json').read_text())['models'].values()
+    assert a == b and list(a['accuracy']) == ['fog', 'impulse_noise'] and a['clean'] > 0.95, (a, b)  # the same images for each model
+    assert a['group_mean'] == {'train family': None, 'held out': a['mean']['impulse_noise'], 'no counterpart': a['mean']['fog']}
+    assert out.stdout.count('worst at severity 3') == 2
 
 
 def test_the_benchmark_runs_as_a_user_runs_it(data_path, tmp_path):

@@ -229,3 +229,27 @@ def test_idle_and_slow_connections_are_closed(server, images):
     assert set(closed) == set(socks), closed
     assert max(closed.values()) < HEADER_TIMEOUT + 3, closed
     assert predict_url(url, images[:1])[0]['class'] == predict(images[0])['class']
+
+
+def test_only_the_documented_paths_are_answered(server):
+    url, proc = server
+    port = int(url.rsplit(':', 1)[1])
+    def answer(method, path):
+        conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+        try:
+            conn.request(method, path)
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally: conn.close()
+    assert [answer('GET', p)[0] for p in ('/ping', '/health', '/version')] == [200] * 3
+    for path in ('/docs', '/redoc', '/openapi.json', '/docs/oauth2-redirect', '/', '/nope', '/invocationsx'):
+        status, body = answer('GET', path)
+        assert status == 404 and 'the server answers /ping, /health, /version, /invocations' in json.loads(body)['message'], (path, body)
+    assert answer('POST', '/invocations/')[0] == 307  # FastAPI's redirect to /invocations, as before
+    assert answer('GET', '/ping/')[0] == 307
+
+
+def test_a_number_over_the_digit_limit_is_named(server):
+    url, _ = server
+    status, answer = http_post(f'{url}/invocations', b'{"inputs": [' + b'7' * 5000 + b']}', {'Content-Type': 'application/json'})
+    assert status == 400 and 'a number of over 4,300 digits' in json.loads(answer)['message'], answer
