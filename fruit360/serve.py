@@ -13,7 +13,7 @@ from http import HTTPStatus
 from pathlib import Path
 import h11, numpy as np
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from .images import cache_dir, image_size, load_rgb, scoped_env
+from .images import _printable, cache_dir, image_size, load_rgb, scoped_env
 from .runtime import DEFAULT_MODEL, MAX_MODEL_BYTES, OnnxClassifier, check_count
 
 # %% auto #0
@@ -511,7 +511,7 @@ def request_body(images:list, topk:int|None=None) -> bytes:
 
 def _quoted(text:str, n:int=MAX_QUOTED) -> str:
     "`text` from a server, safe to print on one line: what is not printable (escape sequences, newlines) escaped, at most `n` characters."
-    safe = ''.join(c if c.isprintable() else c.encode('unicode_escape').decode() for c in text[:n])
+    safe = _printable(text[:n])  # the escaping every fruit360 error line uses
     return safe[:n] + ('...' if len(text) > n or len(safe) > n else '')
 
 def _server_message(raw:bytes, reason:str) -> str:
