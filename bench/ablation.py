@@ -25,8 +25,9 @@ VARIANTS = {  # name -> (what it is, FruitAugment keyword arguments, CustomCNN s
     'full-global': ('both, standardised with one mean over the channels (the shipped recipe)', dict(p_photo=0.5), 'global', 0.),
     'full-global-finish': ('full-global, the last fifth of the epochs without faults (`--studio-epochs`)', dict(p_photo=0.5), 'global', 0.2),
     'full-background': ('full without new backgrounds', dict(p_photo=0.5, faults=tuple(f for f in ALL if f != 'background')), 'channel', 0.),
-    'full-photometric': ('full without exposure, contrast, saturation', dict(p_photo=0.5, faults=('background', 'blur', 'noise')), 'channel', 0.),
-    'full-blur-noise': ('full without blur and noise', dict(p_photo=0.5, faults=('background', 'exposure', 'contrast', 'saturation')), 'channel', 0.),
+    'full-photometric': ('full without exposure, colour, contrast, saturation', dict(p_photo=0.5, faults=('background', 'blur', 'noise')), 'channel', 0.),
+    'full-blur-noise': ('full without blur and noise', dict(p_photo=0.5, faults=('background', 'exposure', 'colour', 'contrast', 'saturation')), 'channel', 0.),
+    'full-global-no-colour': ('full-global without the gain per channel (the recipe until 2026-12-04)', dict(p_photo=0.5, faults=tuple(f for f in ALL if f != 'colour')), 'global', 0.),
     'full-every-image': ('full, faults on every image', dict(p_photo=1.), 'channel', 0.),
 }
 

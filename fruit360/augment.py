@@ -1,4 +1,4 @@
-"""Random flips, turns, rotation, zoom and lighting of a whole training batch, and on part of it the faults of real photos (other backgrounds, exposure, contrast, saturation, blur, noise), in one transform on the GPU when there is one.
+"""Random flips, turns, rotation, zoom and lighting of a whole training batch, and on part of it the faults of real photos (other backgrounds, exposure, colour casts, contrast, saturation, blur, noise), in one transform on the GPU when there is one.
 
 Docs: https://fruit360.github.io/fruit360/augment.html.md"""
 
@@ -12,8 +12,8 @@ from fastai.torch_core import TensorImage
 from fasttransform import Transform
 
 # %% auto #0
-__all__ = ['LUMA', 'PHOTO_FAULTS', 'per_image', 'draw', 'exposure', 'contrast', 'saturation', 'gaussian_blur', 'sensor_noise',
-           'background_mask', 'new_background', 'on_some', 'FruitAugment', 'fruit_augs']
+__all__ = ['LUMA', 'PHOTO_FAULTS', 'per_image', 'draw', 'exposure', 'white_balance', 'contrast', 'saturation', 'gaussian_blur',
+           'sensor_noise', 'background_mask', 'new_background', 'on_some', 'FruitAugment', 'fruit_augs']
 
 # %% ../nbs/00b_augment.ipynb #8dea39a6
 LUMA = (0.2989, 0.5870, 0.1140)  # ITU-R 601-2 grey, as fastai's `grayscale`
@@ -30,6 +30,13 @@ def draw(x:torch.Tensor, lo:float, hi:float, log:bool=False) -> torch.Tensor:
 def exposure(x, lo:float=0.35, hi:float=1.8):
     "Every value times a log-uniform gain in [`lo`, `hi`], clipped: a darker or brighter photo."
     return (x * per_image(draw(x, lo, hi, log=True))).clamp(0, 1)
+
+def white_balance(x, hi:float=0.3):
+    "Each channel times its own gain, clipped: log gains summing to 0 (brightness kept), their length uniform in [0, `hi`), in a random direction."
+    v = torch.randn(len(x), 3, device=x.device)
+    v = v - v.mean(1, keepdim=True)  # in the plane of equal brightness
+    v = v / v.norm(dim=1, keepdim=True).clamp(min=1e-6) * draw(x, 0, hi)[:, None]
+    return (x * v.exp()[:, :, None, None]).clamp(0, 1)
 
 def contrast(x, lo:float=0.25, hi:float=1.5):
     "Values pulled towards (or pushed from) the image mean by a log-uniform factor in [`lo`, `hi`]."
@@ -83,8 +90,8 @@ def on_some(x, p:float, f):
     idx = pick.nonzero()[:, 0]  # the CPU: compute only the chosen images
     return x.index_copy(0, idx, f(x[idx])) if len(idx) else x
 
-PHOTO_FAULTS = {'background': new_background, 'exposure': exposure, 'contrast': contrast, 'saturation': saturation,
-                'blur': gaussian_blur, 'noise': sensor_noise}  # in the order `FruitAugment` applies them
+PHOTO_FAULTS = {'background': new_background, 'exposure': exposure, 'colour': white_balance, 'contrast': contrast,
+                'saturation': saturation, 'blur': gaussian_blur, 'noise': sensor_noise}  # in the order `FruitAugment` applies them
 
 # %% ../nbs/00b_augment.ipynb #f8cb6940
 class FruitAugment(Transform):

@@ -229,7 +229,7 @@ def model_card(path=None) -> str:
 - **Test** (held-out Test split, {metrics.get('n_test', '?')} images): {fmt(metrics.get('test'))}.
 - **Twins** (classes whose folders hold the same image files, which no model can tell apart): {twins}.
 {unknown}- **Limits**: Fruits-360 photos are single fruits on white. Training shows half of its images with other backgrounds,
-  exposure, contrast, saturation, blur and noise (`fruit360.augment`), and `bench/robustness.py` measures the model on such
+  exposure, colour casts, contrast, saturation, blur and noise (`fruit360.augment`), and `bench/robustness.py` measures the model on such
   corrupted Test images (figures in the README); several fruits in one photo, or classes outside the list below, are out of
   distribution{'; most are flagged not known, but `class` still names the closest class' if rule else ', and the model will still name one of its classes'}.
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from helpers import BIN
+from conftest import REAL, needs_real_data
 
 FRUIT360 = str(BIN/'fruit360')
 
@@ -97,3 +98,14 @@ def test_bad_input_is_one_line(tmp_path, fixture_data):
                        (['--data', fixture_data], 'does not know any of the classes')]:
         out = fruit360('evaluate', *args)
         assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1 and says in out.stderr, (args, out.stderr)
+
+
+@needs_real_data
+def test_shipped_model_is_right_on_every_distinguishable_test_image(tmp_path):
+    "Issue 16's clean target, as a user measures it: `fruit360 evaluate` of the shipped model on all of Test, twins as one class."
+    out = fruit360('evaluate', '--data', REAL, '--out', tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path/'evaluation.json').read_text())
+    assert report['n_images'] == sum(1 for f in (REAL/'Test').rglob('*') if f.is_file()), report['n_images']
+    worst = [(t['image'], t['true'], t['predicted']) for t in report['top_losses'][:3]]
+    assert report['metrics']['accuracy_twins_merged'] == 1.0, (report['metrics'], worst)
