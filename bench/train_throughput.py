@@ -8,7 +8,7 @@ For each batch size, training images/s of:
 - cached+compile: the same with `torch.compile` (by default on a GPU only)
 - cached-studio:  with `--studio yes`, the cached set-up without `FruitAugment`'s photo faults (the previous recipe), to
                   show what the faults cost
-- bare, bare+compile: plain PyTorch on the same cached tensors doing the same work (a shuffled batch, `FruitAugment`,
+- bare, bare+compile: plain PyTorch on the same cached tensors doing the same work (a shuffled batch, `FruitAugment` with its photo faults,
   normalisation, forward, loss, backward, fused AdamW) without fastai: the ceiling for the recipe on this device
 All use the recipe's precision (bf16 where supported) and channels-last. Each fastai set-up fits one epoch to warm up
 (compilation, caches; jpeg excepted), then `--epochs` timed epochs (training phases only); the bare loop warms up, then
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from fastai.callback.core import Callback
 from fruit360.custom_cnn import CustomCNN
 from fruit360.augment import FruitAugment
+from fastai.torch_core import TensorImage
 from fruit360.data import find_data
 from fruit360.loaders import get_dls
 from fruit360.images import STATS
@@ -63,7 +64,8 @@ def bare_images_per_s(dls, steps, precision, compile, warmup=5):
         while True: yield from torch.randperm(len(x), device=device)[:per_epoch * bs].view(per_epoch, bs)
     batches = shuffled()
     def step(idx):
-        xb = ((aug.lighting(aug.geometry(x[idx].float() / 255)) - mean) / std).contiguous(memory_format=torch.channels_last)
+        xb = aug(TensorImage(x[idx].float() / 255), split_idx=0).as_subclass(torch.Tensor)  # photo faults included, as in the recipe
+        xb = ((xb - mean) / std).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16): loss = F.cross_entropy(model(xb).float(), y[idx])
         opt.zero_grad(); loss.backward(); opt.step()
     for _ in range(warmup): step(next(batches))
@@ -83,19 +85,68 @@ class KernelTime(Callback):
         self.ms = sum(e.time_range.elapsed_us() for e in gpu) / 1e3 / max(self.n_iter, 1)
 
 
+class HostProfile(Callback):
+    "One epoch of training under torch.profiler (host and GPU): per batch, the ops with the most host time of their own and the calls that wait for the GPU."
+    WAITS = ('cudaStreamSynchronize', 'cudaDeviceSynchronize', 'cudaMemcpyAsync', 'aten::_local_scalar_dense', 'cudaLaunchKernel')
+    def before_train(self):
+        acts = [torch.profiler.ProfilerActivity.CPU] + [torch.profiler.ProfilerActivity.CUDA] * (self.dls.device.type == 'cuda')
+        self.prof = torch.profiler.profile(activities=acts); self.prof.start()
+    def after_train(self):
+        sync(self.dls.device); self.prof.stop()
+        n, avg = max(self.n_iter, 1), self.prof.key_averages()
+        top = sorted(avg, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+        self.top = [dict(op=e.key, calls=e.count / n, self_ms=e.self_cpu_time_total / 1e3 / n) for e in top]
+        self.waits = {e.key: e.count / n for e in avg if e.key in self.WAITS}
+
+
+def sync_sites(learn, n=8) -> list:
+    "Where (file:line) one epoch of `learn`'s training makes the host wait for the GPU, most frequent first, per batch (CUDA's sync debug mode)."
+    import collections, linecache
+    seen = collections.Counter()
+    torch.cuda.set_sync_debug_mode('warn')
+    try:
+        with warnings.catch_warnings(record=True) as caught, learn.no_logging(), learn.no_bar():
+            warnings.simplefilter('always'); learn.fit(1)
+    finally: torch.cuda.set_sync_debug_mode(0)
+    for w in caught:
+        if 'synchroniz' in str(w.message): seen[(w.filename, w.lineno)] += 1
+    return [dict(site=f'{f}:{l}', per_batch=c / len(learn.dls.train), line=linecache.getline(f, l).strip()[:100])
+            for (f, l), c in seen.most_common(n)]
+
+
+def augment_ms(dls, bs, n=20) -> dict:
+    "Milliseconds per call of `FruitAugment` on a cached batch of `bs` on `dls`'s device, with and without photo faults: the host's time to launch it, and launch plus the device's work."
+    x = TensorImage(dls.train.tensors()[0][:bs].float() / 255)
+    res = {}
+    for name, aug in (('faults', FruitAugment()), ('studio', FruitAugment(p_photo=0.))):
+        for _ in range(3): aug(x, split_idx=0)
+        sync(dls.device); start = time.perf_counter()
+        for _ in range(n): aug(x, split_idx=0)
+        launch = time.perf_counter() - start; sync(dls.device)
+        res[name] = dict(launch_ms=launch / n * 1e3, done_ms=(time.perf_counter() - start) / n * 1e3)
+    return res
+
+
 def explain(learn, data, bs, max_per_class, images_per_s) -> dict:
-    "Milliseconds per batch of `learn`'s training: wall, GPU kernels (None without a GPU), the fastai loop's CPU cost alone."
-    gpu_ms = None
+    "Where `learn`'s training batch goes: wall, GPU kernels (None without a GPU), the fastai loop's CPU cost alone, `FruitAugment` alone, the host's busiest ops and its waits for the GPU."
+    gpu_ms, sites, hp = None, None, HostProfile()
     if learn.dls.device.type == 'cuda':
         kt = KernelTime()
         try:
             with learn.no_logging(), learn.no_bar(): learn.fit(1, cbs=kt)
             gpu_ms = kt.ms
         except Exception as e: print(f'  bs {bs}: the GPU kernel time could not be measured: {type(e).__name__}: {e}')
+        try: sites = sync_sites(learn)
+        except Exception as e: print(f'  bs {bs}: the sync sites could not be found: {type(e).__name__}: {e}')
+    try:
+        with learn.no_logging(), learn.no_bar(): learn.fit(1, cbs=hp)
+    except Exception as e: print(f'  bs {bs}: the host profile failed: {type(e).__name__}: {e}')
+    aug = augment_ms(learn.dls, bs)
     threads = torch.get_num_threads(); torch.set_num_threads(1)
     try: cpu_ms = loop_overhead.fastai_ms(loop_overhead.shrunk_dls(data, bs, max_per_class, True))
     finally: torch.set_num_threads(threads)
-    return dict(bs=bs, wall_ms=bs / images_per_s * 1e3, gpu_ms=gpu_ms, cpu_loop_ms=cpu_ms)
+    return dict(bs=bs, wall_ms=bs / images_per_s * 1e3, gpu_ms=gpu_ms, cpu_loop_ms=cpu_ms, augment=aug,
+                host_top=getattr(hp, 'top', None), host_waits=getattr(hp, 'waits', None), sync_sites=sites)
 
 
 def add_ratios(rows: list, bs: int):
@@ -112,6 +163,13 @@ def print_explanation(e: dict, recipe: str):
            else 'GPU kernels: no GPU')
     print(f"  where a batch of {e['bs']} goes ({recipe}): {e['wall_ms']:.2f} ms wall; {gpu}; fastai loop's CPU cost alone {e['cpu_loop_ms']:.2f} ms "
           f"(bench/loop_overhead.py: allows {e['bs'] / e['cpu_loop_ms'] * 1e3:,.0f} images/s)")
+    a = e['augment']
+    print(f"    FruitAugment alone on this batch: {a['faults']['done_ms']:.2f} ms ({a['faults']['launch_ms']:.2f} ms to launch); "
+          f"without photo faults {a['studio']['done_ms']:.2f} ms ({a['studio']['launch_ms']:.2f} ms to launch)")
+    if e['host_top']:
+        print('    host time of its own per batch: ' + '; '.join(f"{t['op']} {t['self_ms']:.2f} ms ({t['calls']:.0f}x)" for t in e['host_top']))
+    if e['host_waits']: print('    calls per batch: ' + ', '.join(f'{k} {v:.1f}' for k, v in e['host_waits'].items()))
+    for s in e['sync_sites'] or []: print(f"    waits for the GPU {s['per_batch']:.1f}x per batch at {s['site']}: {s['line']}")
 
 
 def main():

@@ -12,11 +12,20 @@ from fastai.torch_core import TensorImage
 from fasttransform import Transform
 
 # %% auto #0
-__all__ = ['LUMA', 'PHOTO_FAULTS', 'per_image', 'draw', 'exposure', 'white_balance', 'contrast', 'saturation', 'gaussian_blur',
-           'sensor_noise', 'background_mask', 'new_background', 'on_some', 'FruitAugment', 'fruit_augs']
+__all__ = ['LUMA', 'PHOTO_FAULTS', 'luma', 'per_image', 'draw', 'exposure', 'white_balance', 'contrast', 'saturation',
+           'gaussian_blur', 'sensor_noise', 'background_mask', 'new_background', 'on_some', 'FruitAugment',
+           'fruit_augs']
 
 # %% ../nbs/00b_augment.ipynb #8dea39a6
 LUMA = (0.2989, 0.5870, 0.1140)  # ITU-R 601-2 grey, as fastai's `grayscale`
+
+_luma = {}  # device: `LUMA` as a tensor there
+
+def luma(device:torch.device) -> torch.Tensor:
+    "`LUMA` as a (3, 1, 1) tensor on `device`, made once per device: a tensor made from a list on a GPU is a copy that the host waits for."
+    if device not in _luma:
+        with torch.inference_mode(False): _luma[device] = torch.tensor(LUMA, device=device)[:, None, None]  # usable outside inference mode too
+    return _luma[device]
 
 def per_image(v:torch.Tensor) -> torch.Tensor:
     "The N values of `v` shaped (N, 1, 1, 1), to scale a batch of images one value per image."
@@ -45,7 +54,7 @@ def contrast(x, lo:float=0.25, hi:float=1.5):
 
 def saturation(x, lo:float=0.3, hi:float=5.):
     "Colours moved from their grey by a log-uniform factor in [`lo`, `hi`]."
-    grey = (x * torch.tensor(LUMA, device=x.device)[:, None, None]).sum(1, keepdim=True)
+    grey = (x * luma(x.device)).sum(1, keepdim=True)
     return (grey + (x - grey) * per_image(draw(x, lo, hi, log=True))).clamp(0, 1)
 
 def gaussian_blur(x, lo:float=0.3, hi:float=2.5):
@@ -134,7 +143,7 @@ class FruitAugment(Transform):
         contrast = self._draw(x, np.log(1 - ml), -np.log(1 - ml), 0.).exp()
         saturation = self._draw(x, np.log(1 - ms), -np.log(1 - ms), 0.).exp()[:, None, None, None]
         z = (torch.logit(x, eps=1e-7) + brightness[:, None, None, None]) * contrast[:, None, None, None]
-        grey = (z * torch.tensor(LUMA, device=x.device)[:, None, None]).sum(1, keepdim=True)
+        grey = (z * luma(x.device)).sum(1, keepdim=True)
         return torch.sigmoid(z * saturation + grey * (1 - saturation))
 
     def photo(self, x):

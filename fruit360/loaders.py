@@ -60,8 +60,9 @@ class TensorDL(TfmdDL):
     def __init__(self, dataset, **kwargs): super().__init__(dataset, **{**kwargs, 'num_workers': 0})
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        "Images (uint8, N x 3 x H x W) and label indices of the whole dataset, on this loader's device."
-        if getattr(self, '_xy', None) is None or self._xy[0].device != torch.device(self.device or 'cpu'):
+        "Images (uint8, N x 3 x H x W) and label indices of the whole dataset, on this loader's device (decoded and moved there once)."
+        device = torch.empty(0, device=self.device or 'cpu').device  # as its tensors name it: 'cuda' is 'cuda:0'
+        if getattr(self, '_xy', None) is None or self._xy[0].device != device:
             x = decode_images(tuple(self.dataset.items))
             y = torch.from_numpy(dataset_labels(self.dataset))
             self._xy = x.to(self.device), y.to(self.device)

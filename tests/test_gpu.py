@@ -28,6 +28,7 @@ def dls_on(device, data, **kw):
 def test_the_tensor_cache_on_the_gpu_holds_and_serves_what_the_cpu_does(data_path):
     cpu, dev = dls_on('cpu', data_path), dls_on(DEVICE, data_path)
     (xc, yc), (xd, yd) = cpu.train.tensors(), dev.train.tensors()
+    assert dev.train.tensors() is dev.train.tensors()  # decoded and moved once, not again each epoch
     assert xd.device.type == DEVICE.type and xd.dtype == torch.uint8
     assert torch.equal(xd.cpu(), xc) and torch.equal(yd.cpu(), yc)
     (bc, lc), (bd, ld) = cpu.train.one_batch(), dev.train.one_batch()  # shuffled, then IntToFloatTensor and Normalize
@@ -37,10 +38,10 @@ def test_the_tensor_cache_on_the_gpu_holds_and_serves_what_the_cpu_does(data_pat
 
 
 class DrawOnCPU(TorchFunctionMode):
-    "Draw `torch.rand`, `torch.randn_like` and `Tensor.uniform_` numbers on the CPU and move them: one seed then gives the same draws on any device."
+    "Draw `torch.rand`, `torch.randn`, `torch.randn_like` and `Tensor.uniform_` numbers on the CPU and move them: one seed then gives the same draws on any device."
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
-        if func is torch.rand:
+        if func is torch.rand or func is torch.randn:
             device = kwargs.pop('device', None)
             return func(*args, **kwargs).to(device)
         if func is torch.randn_like:
@@ -138,3 +139,4 @@ def test_fused_adamw_steps_on_the_gpu_match_the_cpu():
         opt_c.step(); opt_d.step()
     assert not any(torch.allclose(p, p0) for p, p0 in zip(cpu, start))  # the steps did move the parameters
     for pc, pd in zip(cpu, dev): torch.testing.assert_close(pd.detach().cpu(), pc.detach(), rtol=1e-5, atol=1e-6)
+
