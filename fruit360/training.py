@@ -21,7 +21,7 @@ with warnings.catch_warnings():  # fastai's import raises a deprecation warning 
     from fastai.callback.channelslast import ChannelsLast
     from fastai.callback.hook import Hook
     from fastai.callback.tracker import TrackerCallback, EarlyStoppingCallback
-    from fastai.learner import Learner, Metric, Recorder, save_model, load_model
+    from fastai.learner import AvgSmoothLoss, Learner, Metric, Recorder, save_model, load_model
     from fastai.torch_core import get_model, get_random_states, set_random_states, num_distrib, rank_distrib
     from fastai.losses import CrossEntropyLossFlat
     from fastai.optimizer import OptimWrapper
@@ -33,10 +33,10 @@ from .checkpoint import MAX_CHECKPOINT_BYTES, MAX_RESULTS_BYTES, _save_atomic, l
 # %% auto #0
 __all__ = ['LR', 'SCHEDULE', 'RESUME_FILE', 'MAX_STATE_BYTES', 'REFIT', 'MAX_FAULTED', 'MAX_STEPS', 'quiet', 'TorchMetric',
            'fruit_metrics', 'classification_metrics', 'BestCheckpoint', 'bf16_supported', 'resolve_precision', 'BF16',
-           'leave_autocast', 'Throughput', 'PlainTensors', 'ProgressBar', 'History', 'fused_adam', 'PlateauLR',
-           'random_states', 'set_states', 'ResumeState', 'Replay', 'read_resume_state', 'load_resume', 'StudioFinish',
-           'distributed', 'fruit_learner', 'fit_fruit', 'evaluate', 'linear_inputs', 'fit_linear', 'refit_inputs',
-           'view_weights', 'refit_settings', 'refit_last_linear']
+           'leave_autocast', 'Throughput', 'PlainTensors', 'ProgressBar', 'DeviceSmoothLoss', 'DeviceLoss', 'History',
+           'fused_adam', 'PlateauLR', 'random_states', 'set_states', 'ResumeState', 'Replay', 'read_resume_state',
+           'load_resume', 'StudioFinish', 'distributed', 'fruit_learner', 'fit_fruit', 'evaluate', 'linear_inputs',
+           'fit_linear', 'refit_inputs', 'view_weights', 'refit_settings', 'refit_last_linear']
 
 # %% ../nbs/02b_training.ipynb #9a1c0de2
 @contextmanager
@@ -171,6 +171,25 @@ class ProgressBar(ProgressCallback):
     def after_batch(self):
         self.pbar.update(self.iter + 1)
         if hasattr(self, 'smooth_loss') and self.iter % self.every == 0: self.pbar.comment = f'{self.smooth_loss.item():.4f}'
+
+# %% ../nbs/02b_training.ipynb #d11c89b1
+class DeviceSmoothLoss(AvgSmoothLoss):
+    "fastai's smoothed training loss, computed where the loss is: no copy to the host after every batch."
+    def accumulate(self, learn):
+        self.count += 1
+        self.val = torch.lerp(learn.loss.mean().detach(), self.val, self.beta)  # fastai's `to_detach` would also copy it to the host
+
+class DeviceLoss(Callback):
+    "Keep the `Recorder`'s smoothed training loss on the device (`DeviceSmoothLoss`) and its per-batch values on the host after each epoch and fit."
+    order = Recorder.order + 1
+    def after_create(self): self.recorder.smooth_loss = DeviceSmoothLoss(self.recorder.smooth_loss.beta)
+    def _to_host(self):
+        losses = self.recorder.losses
+        away = [i for i, v in enumerate(losses) if isinstance(v, torch.Tensor) and v.device.type != 'cpu']
+        if away:
+            for i, v in zip(away, torch.stack([losses[i] for i in away]).cpu()): losses[i] = v  # one copy for all
+    def after_train(self): self._to_host()
+    def after_fit(self): self._to_host()  # also after a fit cancelled within an epoch (`lr_find`)
 
 # %% ../nbs/02b_training.ipynb #fed686f4
 class History(Callback):
@@ -334,7 +353,7 @@ def fruit_learner(dls, model:torch.nn.Module, lr:float=LR,
     bf16 = resolve_precision(precision, dls.device) == 'bf16'
     if compile: model.compile()
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=fused_adam, lr=lr, metrics=fruit_metrics(len(dls.vocab)),
-                    cbs=[Throughput(), ChannelsLast(), PlainTensors(), *([BF16()] if bf16 else [])])
+                    cbs=[Throughput(), ChannelsLast(), PlainTensors(), DeviceLoss(), *([BF16()] if bf16 else [])])
     learn.remove_cb(ProgressCallback)
     return learn.add_cb(ProgressBar())
 

@@ -3,10 +3,11 @@
 They skip without a CUDA GPU; `make gpu-check` runs them on one (`pytest -m gpu`). `FRUIT360_TEST_DEVICE=cpu`
 runs them against the CPU itself, which checks the tests' own logic on a machine without a GPU.
 """
-import copy, os
+import copy, os, warnings
 import pytest, torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+from fastai.callback.core import Callback
 from fastai.torch_core import TensorImage, set_seed
 from fruit360.custom_cnn import CustomCNN
 from fruit360 import augment
@@ -140,3 +141,25 @@ def test_fused_adamw_steps_on_the_gpu_match_the_cpu():
     assert not any(torch.allclose(p, p0) for p, p0 in zip(cpu, start))  # the steps did move the parameters
     for pc, pd in zip(cpu, dev): torch.testing.assert_close(pd.detach().cpu(), pc.detach(), rtol=1e-5, atol=1e-6)
 
+
+
+class SyncsInBatches(Callback):
+    "Count the host's waits for the GPU (CUDA's sync debug mode) from a fit's first training batch to the end of its training phase."
+    order, n, counting = -100, 0, False  # its `after_train` before every other callback's
+    def before_train(self):
+        self.caught = warnings.catch_warnings(record=True); self.log = self.caught.__enter__(); warnings.simplefilter('always')
+        torch.cuda.set_sync_debug_mode('warn')
+    def before_batch(self): self.counting = True
+    def after_batch(self):
+        if self.counting: self.n += sum('synchroniz' in str(w.message) for w in self.log); self.log.clear()
+    def after_train(self):
+        torch.cuda.set_sync_debug_mode(0); self.caught.__exit__(None, None, None); self.counting = False
+
+
+def test_training_batches_on_the_gpu_never_wait_for_it(data_path):
+    if DEVICE.type != 'cuda': pytest.skip("CUDA's sync debug mode")
+    dls = dls_on(DEVICE, data_path, augment=True)  # the recipe's batches: photo faults on a share
+    learn = fruit_learner(dls, CustomCNN(len(dls.vocab)))
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, cbs=(syncs := SyncsInBatches()))
+    assert syncs.n == 0, f'{syncs.n} waits in {len(dls.train)} training batches'  # the host stays ahead of the GPU
+    assert {v.device.type for v in learn.recorder.losses} == {'cpu'} and len(learn.recorder.losses) == len(dls.train)
