@@ -8,6 +8,8 @@ For each batch size, training images/s of:
 - cached+compile: the same with `torch.compile` (by default on a GPU only)
 - cached-studio:  with `--studio yes`, the cached set-up without `FruitAugment`'s photo faults (the previous recipe), to
                   show what the faults cost
+- ..., fastai loss: with `--fastai-loss yes`, the recipe with fastai's smoothed loss (copied to the host each batch)
+                  instead of `DeviceLoss`, to show what keeping it on the device wins
 - bare, bare+compile: plain PyTorch on the same cached tensors doing the same work (a shuffled batch, `FruitAugment` with its photo faults,
   normalisation, forward, loss, backward, fused AdamW) without fastai: the ceiling for the recipe on this device
 All use the recipe's precision (bf16 where supported) and channels-last. Each fastai set-up fits one epoch to warm up
@@ -28,7 +30,8 @@ from fastai.torch_core import TensorImage
 from fruit360.data import find_data
 from fruit360.loaders import get_dls
 from fruit360.images import STATS
-from fruit360.training import fruit_learner, fused_adam, resolve_precision
+from fruit360.training import DeviceLoss, fruit_learner, fused_adam, resolve_precision
+from fastai.learner import AvgSmoothLoss
 import loop_overhead  # bench/loop_overhead.py, beside this script
 
 TARGET = 45_000  # training images/s of the custom CNN with the full recipe on an H100/H200 (issue 15)
@@ -42,9 +45,10 @@ def sync(device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
 
-def fastai_run(dls, epochs, precision, compile, warmup=True):
-    "The `fruit_learner` of the custom CNN on `dls` and its training images/s over `epochs` epochs (after one to warm up)."
+def fastai_run(dls, epochs, precision, compile, warmup=True, fastai_loss=False):
+    "The `fruit_learner` of the custom CNN on `dls` and its training images/s over `epochs` epochs (after one to warm up); `fastai_loss`: fastai's smoothed loss, copied to the host each batch, instead of `DeviceLoss`."
     learn = fruit_learner(dls, CustomCNN(len(dls.vocab)), precision=precision, compile=compile)
+    if fastai_loss: learn.remove_cb(DeviceLoss); learn.recorder.smooth_loss = AvgSmoothLoss()
     if len(dls.train) == 0: raise ValueError(f'batch size {dls.bs} exceeds the {len(dls.train_ds)} training images: use a smaller --bs')
     with learn.no_logging(), learn.no_bar():
         if warmup: learn.fit(1)
@@ -186,6 +190,8 @@ def main():
     p.add_argument('--target', type=float, default=TARGET, help='images/s the recipe should reach on a GPU')
     p.add_argument('--explain', choices=['auto', 'yes', 'no'], default='auto', help='where the time goes (auto: on a GPU below --target)')
     p.add_argument('--studio', choices=['yes', 'no'], default='no', help="add the cached set-up without photo faults (what they cost)")
+    p.add_argument('--fastai-loss', choices=['yes', 'no'], default='no',
+                   help="add the recipe with fastai's smoothed loss, copied to the host each batch (what `DeviceLoss` wins)")
     p.add_argument('--json', default=None, help='write the results here (rewritten after each set-up)')
     a = p.parse_args()
     data, mpc = find_data(a.data), a.max_per_class or None
@@ -206,6 +212,10 @@ def main():
         res['n_train'] = len(dls.train_ds)
         for c in compiles:
             learn, ips = fastai_run(dls, a.epochs, a.precision, c); add(bs, 'cached' + '+compile' * c, ips)
+        if a.fastai_loss == 'yes':
+            add(bs, recipe + ', fastai loss', f_ips := fastai_run(dls, a.epochs, a.precision, recipe != 'cached', fastai_loss=True)[1])
+            mine = next(r['images_per_s'] for r in res['rows'] if r['bs'] == bs and r['pipeline'] == recipe)
+            print(f"        DeviceLoss: the recipe {mine:,.0f} images/s, with fastai's loss copied to the host {f_ips:,.0f} ({mine / f_ips:.2f}x)", flush=True)
         if a.studio == 'yes':
             studio = get_dls(data, bs=bs, max_per_class=mpc, device=device, augment=[FruitAugment(p_photo=0.)])
             add(bs, 'cached-studio', s_ips := fastai_run(studio, a.epochs, a.precision, False)[1])

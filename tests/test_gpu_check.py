@@ -70,8 +70,9 @@ def test_gpu_check_runs_on_the_cpu_with_only_the_gpu_image_and_the_wheels(pack, 
     assert all(s['status'] == 'ok' for s in stages.values())
     assert stages['tests']['results']['skipped'] >= 5 and stages['tests']['results']['failed'] == 0  # no CUDA here
     bench = stages['bench']['results']
-    assert {r['pipeline'] for r in bench['rows']} == {'jpeg', 'cached', 'bare'} and all(r['images_per_s'] > 0 for r in bench['rows'])
-    assert bench['explain'][0]['cpu_loop_ms'] > 0 and bench['hints']
+    assert {r['pipeline'] for r in bench['rows']} == {'jpeg', 'cached', 'cached, fastai loss', 'bare'} and all(r['images_per_s'] > 0 for r in bench['rows'])
+    e = bench['explain'][0]
+    assert e['cpu_loop_ms'] > 0 and e['augment']['faults']['done_ms'] > 0 and e['host_top'] and bench['hints']  # where a batch goes
     train = stages['train']['results']
     assert train['epochs'] == 1 and 0 <= train['test']['accuracy'] <= 1 and train['wall_time_s'] > 0
     assert re.search(r'^train\s+ok\s', res.stdout, re.M)  # the printed table
