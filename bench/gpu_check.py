@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The bench's and the training's arguments on a GPU (FULL) and in the CPU dry run (--quick, QUICK).
 # The stages' time limits (45 + 110 + 300 + 100 s, in `stages`) keep the whole under 9 minutes.
-FULL = dict(bench=['--bs', '64', '512', '--max-per-class', '80', '--epochs', '5', '--fastai-loss', 'yes'],
+FULL = dict(bench=['--bs', '64', '512', '--max-per-class', '80', '--epochs', '5', '--fastai-loss', 'yes', '--compiled-augment', 'yes'],
             train=['--epochs', '10', '--bs', '64', '--max-per-class', '80'])
 QUICK = dict(bench=['--bs', '8', '--max-per-class', '6', '--epochs', '1', '--workers', '0', '--steps', '3', '--explain', 'yes', '--fastai-loss', 'yes'],
              train=['--epochs', '1', '--bs', '8', '--max-per-class', '6'])

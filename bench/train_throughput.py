@@ -8,6 +8,7 @@ For each batch size, training images/s of:
 - cached+compile: the same with `torch.compile` (by default on a GPU only)
 - cached-studio:  with `--studio yes`, the cached set-up without `FruitAugment`'s photo faults (the previous recipe), to
                   show what the faults cost
+- ..., compiled augment: with `--compiled-augment yes`, the recipe with `FruitAugment` compiled too (an experiment)
 - ..., fastai loss: with `--fastai-loss yes`, the recipe with fastai's smoothed loss (copied to the host each batch)
                   instead of `DeviceLoss`, to show what keeping it on the device wins
 - bare, bare+compile: plain PyTorch on the same cached tensors doing the same work (a shuffled batch, `FruitAugment` with its photo faults,
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from fastai.callback.core import Callback
 from fruit360.custom_cnn import CustomCNN
-from fruit360.augment import FruitAugment
+from fruit360.augment import FruitAugment, on_some
 from fastai.torch_core import TensorImage
 from fruit360.data import find_data
 from fruit360.loaders import get_dls
@@ -38,6 +39,15 @@ TARGET = 45_000  # training images/s of the custom CNN with the full recipe on a
 HINTS = ['a larger batch: the same launches carry more images (compare the batch sizes above)',
          "CUDA graphs: torch.compile(mode='reduce-overhead') replays a step's kernels with one launch",
          "one fused augmentation kernel: FruitAugment's flips, rotation, zoom and lighting are dozens of small kernels per batch"]
+
+
+class CompiledAugment(FruitAugment):
+    "`FruitAugment` with its whole batch work compiled by `torch.compile` (an experiment beside the recipe: fewer, fused kernels)."
+    def __init__(self, **kwargs): super().__init__(**kwargs); self.fn = torch.compile(self.plain)
+    def plain(self, x):
+        x = self.lighting(self.geometry(x))
+        return on_some(x, self.p_photo, self.photo) if self.faults else x
+    def encodes(self, x:TensorImage): return TensorImage(self.fn(x.as_subclass(torch.Tensor)))
 
 
 def sync(device):
@@ -190,6 +200,8 @@ def main():
     p.add_argument('--target', type=float, default=TARGET, help='images/s the recipe should reach on a GPU')
     p.add_argument('--explain', choices=['auto', 'yes', 'no'], default='auto', help='where the time goes (auto: on a GPU below --target)')
     p.add_argument('--studio', choices=['yes', 'no'], default='no', help="add the cached set-up without photo faults (what they cost)")
+    p.add_argument('--compiled-augment', choices=['yes', 'no'], default='no',
+                   help='add the recipe with `FruitAugment` compiled too (on a GPU: fewer kernel launches from the host)')
     p.add_argument('--fastai-loss', choices=['yes', 'no'], default='no',
                    help="add the recipe with fastai's smoothed loss, copied to the host each batch (what `DeviceLoss` wins)")
     p.add_argument('--json', default=None, help='write the results here (rewritten after each set-up)')
@@ -203,9 +215,9 @@ def main():
         if a.json: open(a.json, 'w').write(json.dumps(res, indent=1))
     def add(bs, pipeline, ips):
         res['rows'].append(dict(bs=bs, pipeline=pipeline, images_per_s=ips)); save()
-        print(f'{bs:>6}  {pipeline:<16}{ips:>12,.0f}', flush=True)
+        print(f'{bs:>6}  {pipeline:<30}{ips:>12,.0f}', flush=True)
     print(f'device: {name}; {res["precision"]}, channels-last; target {a.target:,.0f} training images/s', flush=True)
-    print(f'{"bs":>6}  {"pipeline":<16}{"images/s":>12}', flush=True)
+    print(f'{"bs":>6}  {"pipeline":<30}{"images/s":>12}', flush=True)
     recipe = 'cached+compile' if True in compiles else 'cached'  # the full recipe: what the target is about
     for bs in a.bs:
         dls = get_dls(data, bs=bs, max_per_class=mpc, device=device)
@@ -216,6 +228,11 @@ def main():
             add(bs, recipe + ', fastai loss', f_ips := fastai_run(dls, a.epochs, a.precision, recipe != 'cached', fastai_loss=True)[1])
             mine = next(r['images_per_s'] for r in res['rows'] if r['bs'] == bs and r['pipeline'] == recipe)
             print(f"        DeviceLoss: the recipe {mine:,.0f} images/s, with fastai's loss copied to the host {f_ips:,.0f} ({mine / f_ips:.2f}x)", flush=True)
+        if a.compiled_augment == 'yes':
+            fused = get_dls(data, bs=bs, max_per_class=mpc, device=device, augment=[CompiledAugment()])
+            add(bs, recipe + ', compiled augment', c_ips := fastai_run(fused, a.epochs, a.precision, recipe != 'cached')[1])
+            mine = next(r['images_per_s'] for r in res['rows'] if r['bs'] == bs and r['pipeline'] == recipe)
+            print(f"        FruitAugment compiled too: {c_ips:,.0f} images/s against the recipe's {mine:,.0f} ({c_ips / mine:.2f}x)", flush=True)
         if a.studio == 'yes':
             studio = get_dls(data, bs=bs, max_per_class=mpc, device=device, augment=[FruitAugment(p_photo=0.)])
             add(bs, 'cached-studio', s_ips := fastai_run(studio, a.epochs, a.precision, False)[1])
@@ -231,10 +248,10 @@ def main():
         if a.explain == 'yes' or (a.explain == 'auto' and device.type == 'cuda' and ips < a.target):
             e = explain(learn, data, bs, mpc, ips)
             res['explain'].append(e); res['hints'] = HINTS; save(); print_explanation(e, recipe)
-    print(f'\n{"bs":>6}  {"pipeline":<16}{"images/s":>12}{"vs jpeg":>10}{"of bare":>10}')
+    print(f'\n{"bs":>6}  {"pipeline":<30}{"images/s":>12}{"vs jpeg":>10}{"of bare":>10}')
     for r in res['rows']:
         vs = f"{r['vs_jpeg']:>9.1f}x" if r['vs_jpeg'] else f"{'-':>10}"
-        print(f"{r['bs']:>6}  {r['pipeline']:<16}{r['images_per_s']:>12,.0f}{vs}{r['of_bare']:>10.0%}")
+        print(f"{r['bs']:>6}  {r['pipeline']:<30}{r['images_per_s']:>12,.0f}{vs}{r['of_bare']:>10.0%}")
     best = max(r['images_per_s'] for r in res['rows'] if r['pipeline'] == recipe)
     res['recipe_best'] = best; save()
     print(f"the recipe ({recipe}) at its best: {best:,.0f} training images/s, {'meets' if best >= a.target else 'short of'} "
