@@ -22,7 +22,7 @@ with warnings.catch_warnings():  # fastai's import raises a deprecation warning 
     from fastai.callback.hook import Hook
     from fastai.callback.tracker import TrackerCallback, EarlyStoppingCallback
     from fastai.learner import AvgSmoothLoss, Learner, Metric, Recorder, save_model, load_model
-    from fastai.torch_core import get_model, get_random_states, set_random_states, num_distrib, rank_distrib
+    from fastai.torch_core import get_model, get_random_states, set_random_states, num_distrib, rank_distrib, to_detach
     from fastai.losses import CrossEntropyLossFlat
     from fastai.optimizer import OptimWrapper
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
@@ -177,7 +177,10 @@ class DeviceSmoothLoss(AvgSmoothLoss):
     "fastai's smoothed training loss, computed where the loss is: no copy to the host after every batch."
     def accumulate(self, learn):
         self.count += 1
-        self.val = torch.lerp(learn.loss.mean().detach(), self.val, self.beta)  # fastai's `to_detach` would also copy it to the host
+        loss = to_detach(learn.loss.mean(), cpu=False)  # fastai's, averaged over processes under torchrun, but left where it is
+        if self.val.device != loss.device:  # `reset` starts it at 0 on the CPU (made on the device: no copy); `Replay` puts a value there
+            self.val = torch.zeros_like(loss) if self.count == 1 else self.val.to(loss.device)
+        self.val = torch.lerp(loss, self.val, self.beta)
 
 class DeviceLoss(Callback):
     "Keep the `Recorder`'s smoothed training loss on the device (`DeviceSmoothLoss`) and its per-batch values on the host after each epoch and fit."

@@ -143,23 +143,26 @@ def test_fused_adamw_steps_on_the_gpu_match_the_cpu():
 
 
 
+
 class SyncsInBatches(Callback):
-    "Count the host's waits for the GPU (CUDA's sync debug mode) from a fit's first training batch to the end of its training phase."
-    order, n, counting = -100, 0, False  # its `after_train` before every other callback's
-    def before_train(self):
-        self.caught = warnings.catch_warnings(record=True); self.log = self.caught.__enter__(); warnings.simplefilter('always')
-        torch.cuda.set_sync_debug_mode('warn')
-    def before_batch(self): self.counting = True
-    def after_batch(self):
-        if self.counting: self.n += sum('synchroniz' in str(w.message) for w in self.log); self.log.clear()
+    "The host's waits for the GPU among `log` (warnings of CUDA's sync debug mode) from a fit's first training batch to the end of its training phase."
+    order, n, counting = -100, 0, False  # its `after_train` first: after every callback's `after_batch` of the last batch
+    def __init__(self, log): self.log = log
+    def before_batch(self):
+        if not self.counting: self.log.clear(); self.counting = True  # the epoch's set-up before it (one index copy) is no batch's
     def after_train(self):
-        torch.cuda.set_sync_debug_mode(0); self.caught.__exit__(None, None, None); self.counting = False
+        self.n += sum('synchroniz' in str(w.message) for w in self.log); self.counting = False
 
 
 def test_training_batches_on_the_gpu_never_wait_for_it(data_path):
     if DEVICE.type != 'cuda': pytest.skip("CUDA's sync debug mode")
     dls = dls_on(DEVICE, data_path, augment=True)  # the recipe's batches: photo faults on a share
     learn = fruit_learner(dls, CustomCNN(len(dls.vocab)))
-    with learn.no_bar(), learn.no_logging(): learn.fit(1, cbs=(syncs := SyncsInBatches()))
+    with warnings.catch_warnings(record=True) as log:
+        warnings.simplefilter('always')
+        torch.cuda.set_sync_debug_mode('warn')
+        try:
+            with learn.no_bar(), learn.no_logging(): learn.fit(1, cbs=(syncs := SyncsInBatches(log)))
+        finally: torch.cuda.set_sync_debug_mode(0)
     assert syncs.n == 0, f'{syncs.n} waits in {len(dls.train)} training batches'  # the host stays ahead of the GPU
     assert {v.device.type for v in learn.recorder.losses} == {'cpu'} and len(learn.recorder.losses) == len(dls.train)
