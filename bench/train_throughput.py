@@ -20,13 +20,13 @@ Below `--target` images/s on a GPU (or with `--explain yes`), it says where a ba
 kernel time (torch.profiler) and the CPU cost of the fastai loop alone (`bench/loop_overhead.py`'s method), and what
 would close the gap.
 """
-import argparse, json, os, time, warnings
+import argparse, collections, json, linecache, os, time, warnings
 warnings.filterwarnings('ignore')
 import torch
 import torch.nn.functional as F
 from fastai.callback.core import Callback
 from fruit360.custom_cnn import CustomCNN
-from fruit360.augment import FruitAugment, on_some
+from fruit360.augment import FruitAugment
 from fastai.torch_core import TensorImage
 from fruit360.data import find_data
 from fruit360.loaders import get_dls
@@ -42,11 +42,8 @@ HINTS = ['a larger batch: the same launches carry more images (compare the batch
 
 
 class CompiledAugment(FruitAugment):
-    "`FruitAugment` with its whole batch work compiled by `torch.compile` (an experiment beside the recipe: fewer, fused kernels)."
-    def __init__(self, **kwargs): super().__init__(**kwargs); self.fn = torch.compile(self.plain)
-    def plain(self, x):
-        x = self.lighting(self.geometry(x))
-        return on_some(x, self.p_photo, self.photo) if self.faults else x
+    "`FruitAugment` with its whole batch work (`batch`) compiled by `torch.compile` (an experiment beside the recipe: fewer, fused kernels)."
+    def __init__(self, **kwargs): super().__init__(**kwargs); self.fn = torch.compile(self.batch)
     def encodes(self, x:TensorImage): return TensorImage(self.fn(x.as_subclass(torch.Tensor)))
 
 
@@ -115,7 +112,6 @@ class HostProfile(Callback):
 
 def sync_sites(learn, n=8) -> list:
     "Where (file:line) one epoch of `learn`'s training makes the host wait for the GPU, most frequent first, per batch (CUDA's sync debug mode)."
-    import collections, linecache
     seen = collections.Counter()
     torch.cuda.set_sync_debug_mode('warn')
     try:

@@ -151,9 +151,12 @@ class FruitAugment(Transform):
         for name in self.faults: x = on_some(x, self.p_fault, PHOTO_FAULTS[name])
         return x
 
-    def encodes(self, x:TensorImage):
-        x = self.lighting(self.geometry(x.as_subclass(torch.Tensor)))
-        return TensorImage(on_some(x, self.p_photo, self.photo) if self.faults else x)
+    def batch(self, x:torch.Tensor) -> torch.Tensor:
+        "The whole augmentation of the plain tensor batch `x`: turns, rotation, zoom, lighting, and the photo faults on a `p_photo` share."
+        x = self.lighting(self.geometry(x))
+        return on_some(x, self.p_photo, self.photo) if self.faults else x
+
+    def encodes(self, x:TensorImage): return TensorImage(self.batch(x.as_subclass(torch.Tensor)))
 
 def fruit_augs(max_rotate:float=20., max_zoom:float=1.1, max_lighting:float=0.2, max_saturation:float=0.2) -> list:
     "Batch augmentation: random flips and quarter turns, rotation, zoom, lighting, and photo faults on half the images."

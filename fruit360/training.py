@@ -183,16 +183,11 @@ class DeviceSmoothLoss(AvgSmoothLoss):
         self.val = torch.lerp(loss, self.val, self.beta)
 
 class DeviceLoss(Callback):
-    "Keep the `Recorder`'s smoothed training loss on the device (`DeviceSmoothLoss`) and its per-batch values on the host after each epoch and fit."
+    "Keep the `Recorder`'s smoothed training loss on the device (`DeviceSmoothLoss`) and its per-batch values on the host after each fit."
     order = Recorder.order + 1
     def after_create(self): self.recorder.smooth_loss = DeviceSmoothLoss(self.recorder.smooth_loss.beta)
-    def _to_host(self):
-        losses = self.recorder.losses
-        away = [i for i, v in enumerate(losses) if isinstance(v, torch.Tensor) and v.device.type != 'cpu']
-        if away:
-            for i, v in zip(away, torch.stack([losses[i] for i in away]).cpu()): losses[i] = v  # one copy for all
-    def after_train(self): self._to_host()
-    def after_fit(self): self._to_host()  # also after a fit cancelled within an epoch (`lr_find`)
+    def after_fit(self):  # also after a fit cancelled within an epoch (`lr_find`)
+        if self.recorder.losses: self.recorder.losses = list(torch.stack(self.recorder.losses).cpu())  # one copy for all
 
 # %% ../nbs/02b_training.ipynb #fed686f4
 class History(Callback):

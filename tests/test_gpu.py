@@ -142,8 +142,6 @@ def test_fused_adamw_steps_on_the_gpu_match_the_cpu():
     for pc, pd in zip(cpu, dev): torch.testing.assert_close(pd.detach().cpu(), pc.detach(), rtol=1e-5, atol=1e-6)
 
 
-
-
 class SyncsInBatches(Callback):
     "The host's waits for the GPU among `log` (warnings of CUDA's sync debug mode) from a fit's first training batch to the end of its training phase."
     order, n, counting = -100, 0, False  # its `after_train` first: after every callback's `after_batch` of the last batch
