@@ -1,7 +1,7 @@
 """Training time of the robust recipe against the studio recipe before it, measured side by side in one run
 (issue 16: the robust recipe may take at most twice the CPU training time).
 
-    .venv/bin/python -m bench.recipe_time [--data PATH] [--max-per-class 0] [--rounds 3] [--epochs 33] [--before-epochs 20]
+    .venv/bin/python -m bench.recipe_time [--data PATH] [--max-per-class 0] [--rounds 3] [--epochs 26] [--before-epochs 20]
                                           [--refit-faulted 2] [--json f.json]
 
 One set of loaders (the tensor cache, as `fruit360 train`), two learners:
@@ -12,9 +12,9 @@ One set of loaders (the tensor cache, as `fruit360 train`), two learners:
   (once for each `--refit-faulted` count of faulted training passes it fits, each from the same layer).
 Each fits one epoch to warm up, then they take turns, one epoch each, for `--rounds` rounds (who goes first
 alternates), so a machine whose speed drifts (shared cores) slows both alike. It runs on the CPU even beside a GPU. An epoch's time is its training and validation pass, what a run's wall time is
-made of. The ratio projects whole runs from the median epochs: `--epochs` robust epochs (30, plus the 3 of the
-fine-tuning stage) and the refit against `--before-epochs` studio epochs (the 20 of the recipe before). Left out: what a run costs
-besides its epochs (decoding the data, the final evaluation, MLflow logging), which the two-stage recipe pays twice.
+made of. The ratio projects whole runs from the median epochs: `--epochs` robust epochs (default: what `fruit360 train`
+trains, `fruit360.train.EPOCHS`) and the refit against `--before-epochs` studio epochs (the 20 of the recipe before). Left out: what a run costs
+besides its epochs (decoding the data, the final evaluation, MLflow logging), the same for both recipes.
 The loss and metrics of these epochs do not matter: only their time is measured.
 """
 import argparse, copy, json, statistics, time
@@ -25,6 +25,7 @@ from fruit360.checkpoint import ARCHITECTURES, last_linear
 from fruit360.custom_cnn import CustomCNN
 from fruit360.data import find_data
 from fruit360.loaders import get_dls
+from fruit360.train import EPOCHS
 from fruit360.training import REFIT, fruit_learner, refit_last_linear, refit_settings
 
 RECIPES = {'studio': (ARCHITECTURES['custom_cnn'].added, 0.), 'robust': ({}, 0.5)}  # name -> (CustomCNN arguments, FruitAugment p_photo)
@@ -48,7 +49,7 @@ def main():
     p.add_argument('--data', default=None, help='Fruits-360 folder (default: $FRUIT360_DATA, else the cached download)')
     p.add_argument('--max-per-class', type=int, default=0, help='images per class and split (0: all, as a real run)')
     p.add_argument('--rounds', type=int, default=3, help='timed epochs of each recipe, taking turns')
-    p.add_argument('--epochs', type=int, default=33, help="robust recipe's epochs: 30, and 3 of fine-tuning")
+    p.add_argument('--epochs', type=int, default=EPOCHS['custom_cnn'], help="robust recipe's epochs (default: fruit360 train's)")
     p.add_argument('--before-epochs', type=int, default=20, help="studio recipe's epochs")
     p.add_argument('--refit-faulted', type=int, nargs='+', default=[REFIT['faulted']], help="faulted training passes of the timed refit (refit_last_linear's faulted), each count timed")
     p.add_argument('--json', default=None, help='write the results here')

@@ -216,7 +216,7 @@ def train_model(name:str, spec:dict, dls:FruitDataLoaders, epochs:int=20, lr:flo
     return results
 
 # %% ../nbs/02c_train.ipynb #1d41c0a2
-EPOCHS = {'custom_cnn': 30, 'resnet18': 5}  # the models `train` trains (networks of `fruit360.checkpoint.ARCHITECTURES`), and their epochs
+EPOCHS = {'custom_cnn': 26, 'resnet18': 5}  # the models `train` trains (networks of `fruit360.checkpoint.ARCHITECTURES`), and their epochs
 
 # %% ../nbs/02c_train.ipynb #9965d171
 def start_from(checkpoint, name:str, out, seed:int) -> tuple[torch.nn.Module, dict, list[str], dict]:
@@ -254,7 +254,7 @@ def check_same_data(checkpoint, theirs:list[str], origin:dict, dls:FruitDataLoad
 # %% ../nbs/02c_train.ipynb #e242ef9b
 @call_parse
 def train(model:str='custom_cnn', # custom_cnn or resnet18
-          epochs:int=None, # default: 30 for custom_cnn, 5 for resnet18
+          epochs:int=None, # default: 26 for custom_cnn, 5 for resnet18
           bs:int=64, # batch size
           lr:float=LR, # (peak) learning rate of Adam
           schedule:str=SCHEDULE, # onecycle, or plateau (constant lr divided by 5 when the validation loss stalls: the design's Adam 1e-3 + ReduceLROnPlateau)

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REAL, needs_real_data
+from fruit360.train import EPOCHS
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location('bench_robustness', ROOT/'bench'/'robustness.py')
@@ -105,16 +106,17 @@ def test_the_benchmark_runs_as_a_user_runs_it(data_path, tmp_path):
 
 
 def test_the_recipe_time_bench_times_both_recipes_in_turn(fixture_data, tmp_path):
-    "bench/recipe_time.py as a user runs it, on the generated fixture: each recipe timed once per round, the refit once per count of faulted passes, and the projected ratio from the medians."
+    "bench/recipe_time.py as a user runs it, on the generated fixture: each recipe timed once per round, the refit once per count of faulted passes, and the projected ratio from the medians, for the epochs `fruit360 train` trains."
     run = lambda *args: subprocess.run([sys.executable, '-m', 'bench.recipe_time', '--data', str(fixture_data), *args],
                                        capture_output=True, text=True, cwd=ROOT, timeout=600)
-    out = run('--rounds', '2', '--epochs', '33', '--before-epochs', '20', '--refit-faulted', '1', '3', '--json', str(tmp_path/'t.json'))
+    out = run('--rounds', '2', '--before-epochs', '20', '--refit-faulted', '1', '3', '--json', str(tmp_path/'t.json'))
     assert out.returncode == 0, out.stderr
     r = json.loads((tmp_path/'t.json').read_text())
+    assert r['epochs'] == EPOCHS['custom_cnn']  # the recipe as `make train` runs it, unless told otherwise
     assert [len(r['epoch_s'][k]) for k in ('studio', 'robust')] == [2, 2] and min(r['epoch_s']['studio'] + r['epoch_s']['robust']) > 0
     assert list(r['refit_s']) == ['1', '3'] and min(r['refit_s'].values()) > 0  # the recipe's last step, the last layer fitted anew, timed for each count of faulted passes
     for k, refit_s in r['refit_s'].items():
-        assert abs(r['ratio'][k] - (33 * r['median_s']['robust'] + refit_s) / (20 * r['median_s']['studio'])) < 1e-9
+        assert abs(r['ratio'][k] - (EPOCHS['custom_cnn'] * r['median_s']['robust'] + refit_s) / (20 * r['median_s']['studio'])) < 1e-9
         assert f"the refit ({k} faulted) " in out.stdout and f"{r['ratio'][k]:.2f}x (limit 2x)" in out.stdout
     for args, says in [(('--rounds', '0'), '--rounds must be at least 1'), (('--refit-faulted', '0'), '--refit-faulted takes counts of passes of 1 or more')]:
         bad = run(*args)
