@@ -220,14 +220,13 @@ def main():
         res['n_train'] = len(dls.train_ds)
         for c in compiles:
             learn, ips = fastai_run(dls, a.epochs, a.precision, c); add(bs, 'cached' + '+compile' * c, ips)
+        mine = next(r['images_per_s'] for r in res['rows'] if r['bs'] == bs and r['pipeline'] == recipe)  # the recipe at this batch size
         if a.fastai_loss == 'yes':
             add(bs, recipe + ', fastai loss', f_ips := fastai_run(dls, a.epochs, a.precision, recipe != 'cached', fastai_loss=True)[1])
-            mine = next(r['images_per_s'] for r in res['rows'] if r['bs'] == bs and r['pipeline'] == recipe)
             print(f"        DeviceLoss: the recipe {mine:,.0f} images/s, with fastai's loss copied to the host {f_ips:,.0f} ({mine / f_ips:.2f}x)", flush=True)
         if a.compiled_augment == 'yes':
             fused = get_dls(data, bs=bs, max_per_class=mpc, device=device, augment=[CompiledAugment()])
             add(bs, recipe + ', compiled augment', c_ips := fastai_run(fused, a.epochs, a.precision, recipe != 'cached')[1])
-            mine = next(r['images_per_s'] for r in res['rows'] if r['bs'] == bs and r['pipeline'] == recipe)
             print(f"        FruitAugment compiled too: {c_ips:,.0f} images/s against the recipe's {mine:,.0f} ({c_ips / mine:.2f}x)", flush=True)
         if a.studio == 'yes':
             studio = get_dls(data, bs=bs, max_per_class=mpc, device=device, augment=[FruitAugment(p_photo=0.)])
