@@ -11,6 +11,9 @@ For each batch size, training images/s of:
 - ..., compiled augment: with `--compiled-augment yes`, the recipe with `FruitAugment` compiled too (an experiment)
 - ..., fastai loss: with `--fastai-loss yes`, the recipe with fastai's smoothed loss (copied to the host each batch)
                   instead of `DeviceLoss`, to show what keeping it on the device wins
+- ..., CUDA graphs: with `--cuda-graphs yes`, the recipe with the model compiled in `torch.compile`'s 'reduce-overhead'
+                  mode (its forward and backward kernels replayed as CUDA graphs, one launch each; an experiment: a
+                  failure is printed and the bench goes on)
 - bare, bare+compile: plain PyTorch on the same cached tensors doing the same work (a shuffled batch, `FruitAugment` with its photo faults,
   normalisation, forward, loss, backward, fused AdamW) without fastai: the ceiling for the recipe on this device
 All use the recipe's precision (bf16 where supported) and channels-last. Each fastai set-up fits one epoch to warm up
@@ -52,9 +55,11 @@ def sync(device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
 
-def fastai_run(dls, epochs, precision, compile, warmup=True, fastai_loss=False):
-    "The `fruit_learner` of the custom CNN on `dls` and its training images/s over `epochs` epochs (after one to warm up); `fastai_loss`: fastai's smoothed loss, copied to the host each batch, instead of `DeviceLoss`."
-    learn = fruit_learner(dls, CustomCNN(len(dls.vocab)), precision=precision, compile=compile)
+def fastai_run(dls, epochs, precision, compile, warmup=True, fastai_loss=False, mode=None):
+    "The `fruit_learner` of the custom CNN on `dls` and its training images/s over `epochs` epochs (after one to warm up); `fastai_loss`: fastai's smoothed loss, copied to the host each batch, instead of `DeviceLoss`; `mode`: compile the model in this `torch.compile` mode instead."
+    model = CustomCNN(len(dls.vocab))
+    if mode: model.compile(mode=mode)
+    learn = fruit_learner(dls, model, precision=precision, compile=compile and not mode)
     if fastai_loss: learn.remove_cb(DeviceLoss); learn.recorder.smooth_loss = AvgSmoothLoss()
     if len(dls.train) == 0: raise ValueError(f'batch size {dls.bs} exceeds the {len(dls.train_ds)} training images: use a smaller --bs')
     with learn.no_logging(), learn.no_bar():
@@ -108,6 +113,8 @@ class HostProfile(Callback):
         top = sorted(avg, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
         self.top = [dict(op=e.key, calls=e.count / n, self_ms=e.self_cpu_time_total / 1e3 / n) for e in top]
         self.waits = {e.key: e.count / n for e in avg if e.key in self.WAITS}
+        busy = sorted((e for e in avg if e.self_device_time_total > 0), key=lambda e: e.self_device_time_total, reverse=True)[:12]
+        self.gpu_top = [dict(op=e.key, calls=e.count / n, gpu_ms=e.self_device_time_total / 1e3 / n) for e in busy]  # empty without a GPU
 
 
 def sync_sites(learn, n=8) -> list:
@@ -156,7 +163,8 @@ def explain(learn, data, bs, max_per_class, images_per_s) -> dict:
     try: cpu_ms = loop_overhead.fastai_ms(loop_overhead.shrunk_dls(data, bs, max_per_class, True))
     finally: torch.set_num_threads(threads)
     return dict(bs=bs, wall_ms=bs / images_per_s * 1e3, gpu_ms=gpu_ms, cpu_loop_ms=cpu_ms, augment=aug,
-                host_top=getattr(hp, 'top', None), host_waits=getattr(hp, 'waits', None), sync_sites=sites)
+                host_top=getattr(hp, 'top', None), host_waits=getattr(hp, 'waits', None), gpu_top=getattr(hp, 'gpu_top', None),
+                sync_sites=sites)
 
 
 def add_ratios(rows: list, bs: int):
@@ -178,6 +186,8 @@ def print_explanation(e: dict, recipe: str):
           f"without photo faults {a['studio']['done_ms']:.2f} ms ({a['studio']['launch_ms']:.2f} ms to launch)")
     if e['host_top']:
         print('    host time of its own per batch: ' + '; '.join(f"{t['op']} {t['self_ms']:.2f} ms ({t['calls']:.0f}x)" for t in e['host_top']))
+    if e['gpu_top']:
+        print('    GPU time per batch by op: ' + '; '.join(f"{t['op'][:60]} {t['gpu_ms']:.2f} ms ({t['calls']:.0f}x)" for t in e['gpu_top']))
     if e['host_waits']: print('    calls per batch: ' + ', '.join(f'{k} {v:.1f}' for k, v in e['host_waits'].items()))
     for s in e['sync_sites'] or []: print(f"    waits for the GPU {s['per_batch']:.1f}x per batch at {s['site']}: {s['line']}")
 
@@ -200,6 +210,8 @@ def main():
                    help='add the recipe with `FruitAugment` compiled too (on a GPU: fewer kernel launches from the host)')
     p.add_argument('--fastai-loss', choices=['yes', 'no'], default='no',
                    help="add the recipe with fastai's smoothed loss, copied to the host each batch (what `DeviceLoss` wins)")
+    p.add_argument('--cuda-graphs', choices=['yes', 'no'], default='no',
+                   help="add the recipe with the model compiled in 'reduce-overhead' mode (CUDA graphs; on a GPU: one launch per graph)")
     p.add_argument('--json', default=None, help='write the results here (rewritten after each set-up)')
     a = p.parse_args()
     data, mpc = find_data(a.data), a.max_per_class or None
@@ -228,6 +240,11 @@ def main():
             fused = get_dls(data, bs=bs, max_per_class=mpc, device=device, augment=[CompiledAugment()])
             add(bs, recipe + ', compiled augment', c_ips := fastai_run(fused, a.epochs, a.precision, recipe != 'cached')[1])
             print(f"        FruitAugment compiled too: {c_ips:,.0f} images/s against the recipe's {mine:,.0f} ({c_ips / mine:.2f}x)", flush=True)
+        if a.cuda_graphs == 'yes':
+            try:
+                add(bs, recipe + ', CUDA graphs', g_ips := fastai_run(dls, a.epochs, a.precision, True, mode='reduce-overhead')[1])
+                print(f"        CUDA graphs: {g_ips:,.0f} images/s against the recipe's {mine:,.0f} ({g_ips / mine:.2f}x)", flush=True)
+            except Exception as e: print(f'        CUDA graphs failed at batch {bs}: {type(e).__name__}: {str(e)[:300]}', flush=True)
         if a.studio == 'yes':
             studio = get_dls(data, bs=bs, max_per_class=mpc, device=device, augment=[FruitAugment(p_photo=0.)])
             add(bs, 'cached-studio', s_ips := fastai_run(studio, a.epochs, a.precision, False)[1])
